@@ -1,0 +1,68 @@
+"""Bad flags, missing data and wrong checkpoint files give clear errors naming the flag or file."""
+
+import pytest
+import torch
+
+from selfsup.moco.cli import parse_args
+from selfsup.moco.train import main
+
+
+def test_defaults_match_the_original():
+    args = parse_args([])
+    assert (args.batch_size, args.lr, args.SGD_momentum, args.weight_decay) == (256, 0.03, 0.9, 1e-4)
+    assert (args.temperature, args.momentum, args.feature_dim, args.num_keys) == (0.07, 0.999, 128, 4096)
+    assert (args.crop, args.resize, args.max_epoch, args.save_weight_epoch) == (64, 84, 50000, 10)
+    assert (args.output_root, args.dataset_name, args.exp_version) == ("output", "IMAGENET-64", "v1")
+    assert args.shuffle_bn is False and args.dataset == "digits" and args.arch == "resnet50"
+    assert parse_args(["--dataset_root", "/x"]).dataset == "imagefolder"
+
+
+def test_official_moco_aliases():
+    args = parse_args(
+        ["--moco-t", "0.2", "--moco-k", "65536", "--moco-m", "0.99", "--mlp", "--aug-plus", "--cos"]
+    )
+    assert (args.temperature, args.num_keys, args.momentum, args.mlp, args.aug_plus, args.cos) == (
+        0.2,
+        65536,
+        0.99,
+        True,
+        True,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--momentum", "2"], "--momentum"),
+        (["--batch_size", "0"], "--batch_size"),
+        (["--dataset", "imagefolder"], "--dataset_root"),
+        (["--dataset", "mnist"], "--dataset"),
+        (["--resume", "x.pkl", "--start_epoch", "3"], "--start_epoch"),
+    ],
+)
+def test_bad_flags_exit_with_a_message_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_root_names_the_path(tmp_path, tiny_args, capsys):
+    argv = [a for a in tiny_args if a not in ("--dataset", "digits")]
+    missing = tmp_path / "no_such_folder"
+    assert main([*argv, "--dataset_root", str(missing), "--output_root", str(tmp_path)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_resume_from_a_wrong_file_names_the_file(tmp_path, tiny_args, capsys):
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"not a checkpoint")
+    assert main([*tiny_args, "--output_root", str(tmp_path), "--resume", str(garbage)]) == 2
+    assert "garbage.pkl" in capsys.readouterr().err
+    foreign = tmp_path / "torchvision.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, foreign)
+    assert main([*tiny_args, "--output_root", str(tmp_path), "--resume", str(foreign)]) == 2
+    assert "not a selfsup training checkpoint" in capsys.readouterr().err
+    assert main([*tiny_args, "--output_root", str(tmp_path), "--resume", str(tmp_path / "nope.pkl")]) == 2
+    assert "nope.pkl" in capsys.readouterr().err

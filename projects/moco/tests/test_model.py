@@ -1,0 +1,86 @@
+import torch
+import torch.nn.functional as F
+
+from selfsup.moco.model import MoCo
+from selfsup.shared.backbones import build_backbone
+from selfsup.shared.norm import SplitBatchNorm2d
+
+
+def tiny_moco(**kwargs) -> MoCo:
+    torch.manual_seed(0)
+    defaults = dict(dim=8, num_keys=10, momentum=0.5)
+    defaults.update(kwargs)
+    return MoCo(build_backbone("resnet18", width=4, cifar_stem=True), **defaults)
+
+
+def test_queue_is_fifo_and_wraps_around():
+    model = tiny_moco(num_keys=5)
+    model.queue.zero_()
+    model.enqueue(torch.full((2, 8), 1.0))
+    model.enqueue(torch.full((2, 8), 2.0))
+    assert int(model.queue_ptr) == 4
+    model.enqueue(torch.full((3, 8), 3.0))  # wraps: slot 4, then slots 0 and 1
+    assert int(model.queue_ptr) == 2
+    assert model.queue[:, 0].tolist() == [3.0, 3.0, 2.0, 2.0, 3.0]
+    # newest first, like the original's cat([k, queue[:K-N]])
+    assert model.ordered_queue()[:, 0].tolist() == [3.0, 3.0, 3.0, 2.0, 2.0]
+    model.enqueue(torch.arange(7.0).unsqueeze(1).expand(7, 8))  # larger than the queue: keeps the last 5
+    assert model.queue[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_momentum_update_blends_parameters_and_bn_buffers():
+    model = tiny_moco(momentum=0.75)
+    model.momentum_update(0.0)
+    for key, value in model.encoder_q.state_dict().items():
+        assert torch.equal(value, model.encoder_k.state_dict()[key]), key
+    k_before = {k: v.clone() for k, v in model.encoder_k.state_dict().items()}
+    with torch.no_grad():
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)
+        model.encoder_q.bn1.running_mean.add_(4.0)
+        model.encoder_q.bn1.num_batches_tracked.add_(3)
+    model.momentum_update()
+    k_after = model.encoder_k.state_dict()
+    q_state = model.encoder_q.state_dict()
+    assert torch.allclose(
+        k_after["conv1.weight"], 0.75 * k_before["conv1.weight"] + 0.25 * q_state["conv1.weight"]
+    )
+    assert torch.allclose(k_after["bn1.running_mean"], k_before["bn1.running_mean"] + 1.0)
+    assert torch.allclose(k_after["fc.bias"], k_before["fc.bias"] + 0.25)
+    assert int(k_after["bn1.num_batches_tracked"]) == int(q_state["bn1.num_batches_tracked"])
+    assert all(not p.requires_grad for p in model.encoder_k.parameters())
+
+
+def test_forward_gives_positive_in_column_zero_and_normalised_keys():
+    model = tiny_moco()
+    x = torch.randn(6, 3, 16, 16)
+    logits, labels, keys = model(x, x)
+    assert logits.shape == (6, 11) and labels.tolist() == [0] * 6
+    assert torch.allclose(keys.norm(dim=1), torch.ones(6), atol=1e-5)
+
+
+def test_single_process_shuffle_bn_restores_order_and_changes_statistics():
+    """With split BN, shuffling mixes the sub-batches: the keys come back in input order, but differ from the
+    unshuffled keys because each sub-batch is normalised with other samples' statistics."""
+    model = tiny_moco(shuffle_bn=True, bn_splits=2)
+    assert isinstance(model.encoder_k.bn1, SplitBatchNorm2d)
+    x = torch.cat([torch.zeros(4, 3, 16, 16), torch.full((4, 3, 16, 16), 5.0)]) + 0.1 * torch.randn(
+        8, 3, 16, 16
+    )
+    torch.manual_seed(3)
+    perm = torch.randperm(8)
+    torch.manual_seed(3)
+    shuffled_keys = model.encode_keys(x)
+    expected = F.normalize(model.encoder_k(x[perm]), dim=1)[torch.argsort(perm)]
+    assert torch.allclose(shuffled_keys, expected, atol=1e-6)
+    model.shuffle_bn = False
+    plain_keys = model.encode_keys(x)
+    assert not torch.allclose(shuffled_keys, plain_keys, atol=1e-3)
+
+
+def test_shuffle_without_split_bn_is_a_no_op_on_one_device():
+    model = tiny_moco(shuffle_bn=True, bn_splits=1)
+    x = torch.randn(6, 3, 16, 16)
+    shuffled = model.encode_keys(x)
+    model.shuffle_bn = False
+    assert torch.allclose(shuffled, model.encode_keys(x), atol=1e-5)

@@ -1,0 +1,51 @@
+"""Train -> evaluate, as a user does it from the README: moco-train, then selfsup-eval on the checkpoint,
+and the demo in a short configuration."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from selfsup.moco.demo import main as demo_main
+
+TINY = ["--dataset", "digits", "--arch", "resnet18", "--width", "4", "--cifar_stem", "--crop", "16",
+        "--batch_size", "64", "--num_keys", "128", "--num_workers", "0", "--no_progress", "--no_tensorboard"]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=ENV)
+
+
+def test_train_then_evaluate_from_the_command_line(tmp_path: Path):
+    train = cli(
+        "moco-train", *TINY, "--max_epoch", "1", "--output_root", str(tmp_path), "--dataset_name", "D"
+    )
+    assert train.returncode == 0, train.stdout + train.stderr
+    checkpoint = tmp_path / "D" / "v1" / "weight" / "ckpt_0.pkl"
+    for protocol, extra in (("knn", ["--k", "20"]), ("linear", ["--epochs", "3"])):
+        out = tmp_path / f"{protocol}.json"
+        run = cli("selfsup-eval", protocol, "--checkpoint", str(checkpoint), "--dataset", "digits",
+                  "--resize", "16", "--crop", "16", "--output", str(out), *extra)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        result = json.loads(out.read_text())
+        assert 10.0 < result["top1"] <= 100.0 and result["top1"] <= result["top5"] <= 100.0
+        assert result["checkpoint"]["format"] == "selfsup"
+
+
+def test_demo_runs_and_writes_its_outputs(tmp_path: Path, capsys):
+    assert demo_main(["--output", str(tmp_path), "--epochs", "1"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["summary"]) == {"pretrained", "random_init"}
+    for row in results["summary"].values():
+        assert 0.0 < row["knn_top1"] <= 100.0 and 0.0 < row["linear_top1"] <= 100.0
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert "random_init" in capsys.readouterr().out
+
+
+def test_wrong_checkpoint_file_is_reported_by_selfsup_eval(tmp_path: Path):
+    bogus = tmp_path / "weights.pth"
+    bogus.write_bytes(b"\x00not a checkpoint")
+    run = cli("selfsup-eval", "knn", "--checkpoint", str(bogus), "--dataset", "digits", "--output",
+              str(tmp_path / "r.json"))  # fmt: skip
+    assert run.returncode != 0 and "weights.pth" in run.stderr

@@ -1,0 +1,23 @@
+"""selfsup.transfer: Detectron2 and DETR adapters for selfsup backbones."""
+
+from selfsup.transfer.convert import (
+    DETR_BACKBONE_PREFIX,
+    TARGETS,
+    UnsupportedTargetError,
+    check_detr_backbone,
+    detectron2_key,
+    detectron2_resnet_options,
+    to_detectron2,
+    to_detr,
+)
+
+__all__ = [
+    "DETR_BACKBONE_PREFIX",
+    "TARGETS",
+    "UnsupportedTargetError",
+    "check_detr_backbone",
+    "detectron2_key",
+    "detectron2_resnet_options",
+    "to_detectron2",
+    "to_detr",
+]
