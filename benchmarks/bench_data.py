@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cases",
         nargs="+",
-        default=["jpeg:eveningglow:64", "jpeg:v2:224", "digits:eveningglow:32"],
+        default=["jpeg:eveningglow:64", "digits:eveningglow:32"],
         help="source:recipe:crop triples (sources: jpeg, digits; recipes: eveningglow, v2)",
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")

@@ -174,9 +174,15 @@ def make_data(args: argparse.Namespace, env: DistEnv, per_rank_batch: int):
     view = recipe(crop=args.crop, **scale)
     seeded = SeededTransformDataset(dataset, TwoCropsTransform(view), seed=args.seed)
     sampler = ResumableSampler(
-        len(seeded), shuffle=True, seed=args.seed, num_replicas=env.world_size, rank=env.rank
+        len(seeded), shuffle=True, seed=args.seed, num_replicas=env.world_size, rank=env.rank, tag_epoch=True
     )
-    loader = build_loader(seeded, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers)
+    loader = build_loader(
+        seeded,
+        batch_size=per_rank_batch,
+        sampler=sampler,
+        num_workers=args.num_workers,
+        persistent_workers=True,
+    )
     return seeded, sampler, loader
 
 
@@ -341,9 +347,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
                 saved = save(weight_dir / f"ckpt_{epoch}.pkl", epoch + 1, 0)
             else:
                 saved = save(last_path, epoch + 1, 0)
-            if env.is_main:
-                plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
     metrics.close()
+    if env.is_main:
+        plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
     cleanup()
     return saved
 

@@ -51,6 +51,10 @@ class ResumableSampler(Sampler[int]):
     mid-epoch after ``k`` samples were consumed); ``set_epoch`` with a *different* epoch resets the start
     to 0, so a training loop may call ``set_epoch(epoch)`` at the top of every epoch, the resumed one too.
     ``len(sampler)`` is the number of samples still to be yielded by this rank in the current epoch.
+
+    With ``tag_epoch=True`` it yields ``(epoch, index)`` pairs, which :class:`SeededTransformDataset`
+    understands: the epoch then travels with each index, so DataLoader workers can stay alive across epochs
+    (``build_loader(..., persistent_workers=True)``) and still seed every item from its own epoch.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class ResumableSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        tag_epoch: bool = False,
     ) -> None:
         if num_samples < 0:
             raise ValueError(f"ResumableSampler: num_samples must be >= 0, got {num_samples}")
@@ -75,6 +80,7 @@ class ResumableSampler(Sampler[int]):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.drop_last = bool(drop_last)
+        self.tag_epoch = bool(tag_epoch)
         self.epoch = 0
         self.start = 0
         if self.drop_last:
@@ -116,8 +122,11 @@ class ResumableSampler(Sampler[int]):
             order = order[: self.total_size]
         return order[self.rank : self.total_size : self.num_replicas]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices()[self.start :])
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        indices = self.epoch_indices()[self.start :]
+        if self.tag_epoch:
+            return iter([(self.epoch, index) for index in indices])
+        return iter(indices)
 
     def __len__(self) -> int:
         return self.num_per_rank - self.start
@@ -153,9 +162,13 @@ class SeededTransformDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[Any, int]:
+        if isinstance(index, tuple):  # (epoch, index) from ResumableSampler(tag_epoch=True)
+            epoch, index = index
+            item_seed = mix_seed(self.seed, epoch, index)
+        else:
+            item_seed = self.item_seed(index)
         image, target = self.dataset[index]
-        item_seed = self.item_seed(index)
         python_state = random.getstate()
         numpy_state = np.random.get_state()
         try:
@@ -196,11 +209,14 @@ def build_loader(
     drop_last: bool = False,
     shuffle: bool = False,
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    persistent_workers: bool = False,
 ) -> DataLoader:
     """Build a DataLoader with the project's settings.
 
-    ``pin_memory`` is on only when CUDA is available; workers are never persistent, so that
-    ``set_epoch`` on the dataset or sampler in the main process reaches the workers of the next epoch.
+    ``pin_memory`` is on only when CUDA is available. Workers are not persistent by default, so that
+    ``set_epoch`` on the dataset in the main process reaches the workers of the next epoch; with a sampler
+    that tags indices with their epoch (``ResumableSampler(tag_epoch=True)``) ``persistent_workers=True``
+    is safe and saves the worker start-up of every epoch.
     Pass either a ``sampler`` (e.g. :class:`ResumableSampler`) or ``shuffle=True``, not both.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -218,5 +234,8 @@ def build_loader(
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
-        persistent_workers=False,
+        # a private generator: the worker base seed drawn at each iterator start must not consume the global
+        # RNG, which training draws from (shuffle BN) and restores on resume
+        generator=torch.Generator().manual_seed(0),
+        persistent_workers=persistent_workers and num_workers > 0,
     )

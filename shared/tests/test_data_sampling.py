@@ -158,3 +158,25 @@ def test_build_loader_settings_and_errors() -> None:
         build_loader(dataset, batch_size=0)
     with pytest.raises(ValueError, match="sampler"):
         build_loader(dataset, batch_size=1, sampler=ResumableSampler(4), shuffle=True)
+
+
+def test_epoch_tagged_indices_give_the_same_items_with_persistent_workers():
+    """(epoch, index) pairs carry the epoch to long-lived workers: same views as set_epoch + plain indices."""
+    from torchvision.transforms import v2
+
+    from selfsup.shared.data import build_dataset
+
+    base = build_dataset("digits", split="train")
+    transform = v2.Compose([v2.RandomResizedCrop(8), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    seeded = SeededTransformDataset(base, transform, seed=3)
+    sampler = ResumableSampler(20, seed=1, tag_epoch=True)
+    loader = build_loader(seeded, batch_size=5, sampler=sampler, num_workers=1, persistent_workers=True)
+    assert loader.persistent_workers
+    reference = ResumableSampler(20, seed=1)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        tagged = torch.cat([x for x, _ in loader])
+        seeded.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        plain = torch.stack([seeded[i][0] for i in reference.epoch_indices()])
+        assert torch.equal(tagged, plain)

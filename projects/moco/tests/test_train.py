@@ -59,9 +59,11 @@ def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_args):
 
 def test_resume_is_bitwise_identical_across_an_epoch_boundary(tmp_path, tiny_args):
     # digits train split: 1347 images = 43 iterations of 32; stop at 20, resume to 50 (epoch 1, iteration 7)
-    straight = run(tmp_path / "a", tiny_args, "--max_iters", "50")
-    run(tmp_path / "b", tiny_args, "--max_iters", "20")
-    resumed = run(tmp_path / "b", tiny_args, "--max_iters", "50", "--resume", "auto")
+    # shuffle BN draws a permutation from the global RNG every step: the RNG state must resume exactly too
+    args = [*tiny_args, "--shuffle_bn", "--bn_splits", "2"]
+    straight = run(tmp_path / "a", args, "--max_iters", "50")
+    run(tmp_path / "b", args, "--max_iters", "20")
+    resumed = run(tmp_path / "b", args, "--max_iters", "50", "--resume", "auto")
     a = torch.load(straight / "weight" / "ckpt_last.pkl", weights_only=True)
     b = torch.load(resumed / "weight" / "ckpt_last.pkl", weights_only=True)
     assert (
