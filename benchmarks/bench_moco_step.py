@@ -54,6 +54,7 @@ from machine import MALLOC_TUNED_ENV, device_description, machine_info, malloc_s
 
 from selfsup.moco.loss import info_nce_logits
 from selfsup.moco.model import MoCo
+from selfsup.moco.train import train_step
 from selfsup.shared.backbones import ARCHITECTURES, build_backbone
 from selfsup.shared.optim import build_optimizer
 from selfsup.shared.precision import PRECISIONS, autocast, check_precision, make_grad_scaler, prepare_model
@@ -227,17 +228,10 @@ class MoCoSteps:
         lap("backward")
 
     def full(self) -> None:
-        """The step of ``selfsup.moco.train``, statement for statement."""
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        with self._autocast():
-            logits, labels, keys = model(self.x_q, self.x_k)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        model.momentum_update()
-        model.enqueue(keys)
+        """The step of ``selfsup.moco.train`` itself (:func:`selfsup.moco.train.train_step`)."""
+        train_step(
+            self.model, self.model, self.optimizer, self.scaler, self.x_q, self.x_k, precision=self.precision
+        )
 
     def parts(self, lap: Callable[[str], None]) -> None:
         """:meth:`full` with ``MoCo.forward`` unrolled into its pieces and a lap after each part."""

@@ -143,6 +143,30 @@ def restore(model: MoCo, optimizer, scaler, ckpt: dict, args: argparse.Namespace
     return ckpt["epoch"], ckpt["iteration"], ckpt["global_step"]
 
 
+def train_step(
+    runner: torch.nn.Module,
+    model: MoCo,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x_q: torch.Tensor,
+    x_k: torch.Tensor,
+    *,
+    precision: str,
+) -> torch.Tensor:
+    """One MoCo iteration in the original's order: InfoNCE, optimiser step on the query encoder, then the
+    momentum update of the key encoder and the queue update. ``runner`` is ``model`` or its DDP wrapper."""
+    with autocast(precision, x_q.device):
+        logits, labels, keys = runner(x_q, x_k)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    model.momentum_update()
+    model.enqueue(keys)
+    return loss.detach()
+
+
 @torch.no_grad()
 def fill_queue(model: MoCo, loader, env: DistEnv) -> None:
     """The original's start-up pass: key features of the second view until the queue is full."""
@@ -291,15 +315,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
             for iteration, (views, _) in enumerate(bar, start=first):
                 x_q = views[0].to(env.device, non_blocking=True, memory_format=memory_format)
                 x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
-                with autocast(args.precision, env.device):
-                    logits, labels, keys = runner(x_q, x_k)
-                loss = F.cross_entropy(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                model.momentum_update()
-                model.enqueue(keys)
+                loss = train_step(runner, model, optimizer, scaler, x_q, x_k, precision=args.precision)
                 step += 1
                 window_loss += float(loss.detach())
                 window_iters += 1
