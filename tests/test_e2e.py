@@ -49,3 +49,20 @@ def test_wrong_checkpoint_file_is_reported_by_selfsup_eval(tmp_path: Path):
     run = cli("selfsup-eval", "knn", "--checkpoint", str(bogus), "--dataset", "digits", "--output",
               str(tmp_path / "r.json"))  # fmt: skip
     assert run.returncode != 0 and "weights.pth" in run.stderr
+
+
+def test_selfsup_checkpoint_is_evaluated_with_its_training_normalisation(tmp_path: Path):
+    from selfsup.moco.train import main as train_main
+    from selfsup.shared.evaluation import evaluate_checkpoint
+
+    argv = [*TINY, "--max_iters", "2", "--output_root", str(tmp_path), "--dataset_name", "D", "--aug-plus"]
+    assert train_main(argv) == 0
+    checkpoint = tmp_path / "D" / "v1" / "weight" / "ckpt_last.pkl"
+    result = evaluate_checkpoint("knn", checkpoint, dataset="digits", k=5, resize=16, crop=16)
+    assert result["checkpoint"]["input_normalization"] == "imagenet"
+    assert result["hyperparameters"]["normalization"] == "imagenet"
+    assert result["input"]["mean"] == [0.485, 0.456, 0.406]
+    forced = evaluate_checkpoint(
+        "knn", checkpoint, dataset="digits", k=5, resize=16, crop=16, normalization="half"
+    )
+    assert forced["hyperparameters"]["normalization"] == "half"

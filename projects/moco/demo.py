@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(backbone: torch.nn.Module, device: str, seed: int) -> dict[str, dict]:
     """kNN (InsDis: cosine, k 200, τ 0.07) and a linear probe on cached features, both on digits."""
     common = {"dataset": "digits", "device": device, **EVAL_INPUT}
-    knn = run_knn(backbone, preset="instdisc", **common)
+    knn = run_knn(backbone, preset="instdisc", **common)  # the checkpoint's own normalisation, made explicit
     linear = run_linear(backbone, preset="quick", seed=seed, **common)
     return {"knn": knn, "linear": linear}
 

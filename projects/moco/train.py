@@ -107,6 +107,7 @@ def checkpoint_state(
         "project": "moco",
         "backbone": BackboneConfig(**record["args"]["backbone"]).to_dict(),
         "export": dict(EXPORT),
+        "input_normalization": "imagenet" if record["args"]["aug_plus"] else "half",
         "encoder": _prefixed(model.encoder_q.state_dict()),
         "momentum_encoder": _prefixed(model.encoder_k.state_dict()),
         "queue": model.queue.detach().cpu(),

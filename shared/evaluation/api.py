@@ -9,6 +9,9 @@ view, keys that did not fit, pre-training epoch when the file stores one) for th
 CMC checkpoints need CMC's colour view as input: unless the caller sets ``color_space``, it is taken from the
 checkpoint (``opt.view``: Lab or YCbCr; Lab when not recorded). With ``view="l"`` / ``"ab"`` the single stream
 reads channel 0 / channels 1-2 of that view (:class:`~selfsup.shared.evaluation.probes.ChannelSlice`).
+
+selfsup checkpoints record the input normalisation of pre-training (``input_normalization``); presets whose
+normalisation is the generic ``dataset`` use it instead, unless ``normalization`` is given.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from selfsup.shared.checkpoint import epoch_of_checkpoint_name
 from selfsup.shared.checkpoint_formats import file_sha256, load_backbone, load_checkpoint_file
 from selfsup.shared.evaluation.knn import run_knn
 from selfsup.shared.evaluation.linear import run_linear
+from selfsup.shared.evaluation.presets import resolve_config
 from selfsup.shared.evaluation.probes import ChannelSlice
 from selfsup.shared.evaluation.semisup import run_semisup
 
@@ -87,6 +91,8 @@ def load_for_evaluation(
         "allow_partial": allow_partial,
         "epoch": _stored_epoch(ckpt, path),
         "notes": list(report.notes),
+        # selfsup trainers record the input normalisation they trained with (a NORMALIZATION name)
+        "input_normalization": ckpt.get("input_normalization") if report.format == "selfsup" else None,
     }
     return model, info
 
@@ -120,6 +126,10 @@ def evaluate_checkpoint(
         format=format,
         trust=trust,
     )
+    if info["input_normalization"] and kwargs.get("normalization") is None and "dataset" in kwargs:
+        preset = resolve_config(protocol, kwargs.get("preset"), kwargs["dataset"])
+        if preset.normalization == "dataset":  # a generic preset: evaluate with what pre-training saw
+            kwargs["normalization"] = info["input_normalization"]
     if info["view"] in _SINGLE_STREAM:
         model = ChannelSlice(model, *_SINGLE_STREAM[info["view"]])
     if (isinstance(model, TwoStreamBackbone) or info["view"] in _SINGLE_STREAM) and not kwargs.get(
