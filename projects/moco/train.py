@@ -318,22 +318,20 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
                 x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
                 loss = train_step(runner, model, optimizer, scaler, x_q, x_k, precision=args.precision)
                 step += 1
-                window_loss += float(loss.detach())
+                window_loss = window_loss + loss  # stays on the device: no host sync per step
                 window_iters += 1
                 window_n += x_q.shape[0] * env.world_size
                 if step % args.log_every == 0 or iteration + 1 == iters_per_epoch:
                     elapsed = time.perf_counter() - window_t
-                    n_iters = window_iters
+                    mean_loss = float(window_loss) / window_iters
                     lr = optimizer.param_groups[0]["lr"]
-                    metrics.log(
-                        step, epoch=epoch, loss=window_loss / n_iters, lr=lr, images_per_s=window_n / elapsed
-                    )
+                    metrics.log(step, epoch=epoch, loss=mean_loss, lr=lr, images_per_s=window_n / elapsed)
                     log.info(
                         "epoch %d iter %d step %d loss %.4f lr %.4g %.1f img/s",
                         epoch,
                         iteration,
                         step,
-                        window_loss / n_iters,
+                        mean_loss,
                         lr,
                         window_n / elapsed,
                     )
