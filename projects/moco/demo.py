@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 
 from selfsup.moco.cli import parse_args
-from selfsup.moco.train import backbone_config, run_dir, train
+from selfsup.moco.train import backbone_config, input_normalization, run_dir, train
 from selfsup.shared.backbones import build_backbone_from_config
 from selfsup.shared.checkpoint_formats import load_backbone
 from selfsup.shared.evaluation import run_knn, run_linear
 
 #: The demo's pre-training recipe. Digits are 8x8 images upscaled, so 16 px crops lose nothing and train 4x
 #: faster than 32 px; crops keep at least 30 % of the image (an 8 % crop would hold one or two original
-#: pixels). MoCo v2's augmentation, MLP head and temperature learn fastest here (a constant lr did better than --cos in our short runs); a queue
-#: smaller than the 1347-image training set keeps few of the batch's own images among the negatives; shuffle
+#: pixels). MoCo v2's augmentation, MLP head and temperature learn fastest here (a constant lr did better
+#: than --cos in our short runs); a queue smaller than the 1347-image training set keeps few of the batch's own images among the negatives; shuffle
 #: BN over 4 sub-batches (the M3 setting, emulated on one device) stops the BN shortcut. A narrow ResNet-18
 #: (width 16) trains in about two minutes on a laptop CPU.
 TRAIN_FLAGS = [
@@ -37,8 +37,8 @@ TRAIN_FLAGS = [
     "--num_workers", "1", "--save_weight_epoch", "10", "--log_every", "22",
     "--dataset_name", "DIGITS", "--exp_version", "demo", "--no_tensorboard", "--no_progress",
 ]  # fmt: skip
-#: Evaluation sees what pre-training saw: 16 px, and --aug-plus's ImageNet normalisation.
-EVAL_INPUT = {"resize": 16, "crop": 16, "normalization": "imagenet"}
+#: Evaluation sees the 16 px of pre-training (and, below, its input normalisation).
+EVAL_SIZE = {"resize": 16, "crop": 16}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluate(backbone: torch.nn.Module, device: str, seed: int) -> dict[str, dict]:
+def evaluate(backbone: torch.nn.Module, device: str, seed: int, normalization: str) -> dict[str, dict]:
     """kNN (InsDis: cosine, k 200, τ 0.07) and a linear probe on cached features, both on digits."""
-    common = {"dataset": "digits", "device": device, **EVAL_INPUT}
-    knn = run_knn(backbone, preset="instdisc", **common)  # the checkpoint's own normalisation, made explicit
+    common = {"dataset": "digits", "device": device, "normalization": normalization, **EVAL_SIZE}
+    knn = run_knn(backbone, preset="instdisc", **common)
     linear = run_linear(backbone, preset="quick", seed=seed, **common)
     return {"knn": knn, "linear": linear}
 
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(opts.seed)
     random_init = build_backbone_from_config(backbone_config(args))
     tic = time.perf_counter()
-    results = {"pretrained": evaluate(pretrained, opts.device, opts.seed)}
-    results["random_init"] = evaluate(random_init, opts.device, opts.seed)
+    normalization = input_normalization(args.aug_plus)
+    results = {"pretrained": evaluate(pretrained, opts.device, opts.seed, normalization)}
+    results["random_init"] = evaluate(random_init, opts.device, opts.seed, normalization)
     eval_s = time.perf_counter() - tic
 
     loss_png = out / "loss.png"

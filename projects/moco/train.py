@@ -68,6 +68,11 @@ def backbone_config(args: argparse.Namespace) -> BackboneConfig:
     return BackboneConfig(name=args.arch, width=args.width, cifar_stem=args.cifar_stem)
 
 
+def input_normalization(aug_plus: bool) -> str:
+    """The ``NORMALIZATION`` name the pre-training views use: MoCo v2's ImageNet constants, else the original's 0.5."""
+    return "imagenet" if aug_plus else "half"
+
+
 def build_model(args: argparse.Namespace) -> MoCo:
     return MoCo(
         build_backbone_from_config(backbone_config(args)),
@@ -107,7 +112,7 @@ def checkpoint_state(
         "project": "moco",
         "backbone": BackboneConfig(**record["args"]["backbone"]).to_dict(),
         "export": dict(EXPORT),
-        "input_normalization": "imagenet" if record["args"]["aug_plus"] else "half",
+        "input_normalization": input_normalization(record["args"]["aug_plus"]),
         "encoder": _prefixed(model.encoder_q.state_dict()),
         "momentum_encoder": _prefixed(model.encoder_k.state_dict()),
         "queue": model.queue.detach().cpu(),
