@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from machine import device_description, host_slug, machine_info, store_runs
 
-from selfsup.shared.backbones import build_backbone
 from selfsup.shared.evaluation import knn_accuracy, load_for_evaluation, run_linear
+from selfsup.shared.models.backbones import build_backbone
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval.json"
 PATHS = ("standard", "cached (cold)", "cached (warm)")

@@ -55,9 +55,15 @@ from machine import MALLOC_TUNED_ENV, device_description, machine_info, malloc_s
 from selfsup.moco.loss import info_nce_logits
 from selfsup.moco.model import MoCo
 from selfsup.moco.train import train_step
-from selfsup.shared.backbones import ARCHITECTURES, build_backbone
-from selfsup.shared.optim import build_optimizer
-from selfsup.shared.precision import PRECISIONS, autocast, check_precision, make_grad_scaler, prepare_model
+from selfsup.shared.models.backbones import ARCHITECTURES, build_backbone
+from selfsup.shared.optim.optimizers import build_optimizer
+from selfsup.shared.runtime.precision import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    make_grad_scaler,
+    prepare_model,
+)
 
 BENCHMARK = "moco_step"
 KINDS = ("bound", "full", "parts")  # on CUDA also "bound_parts" (see step_kinds)

@@ -14,10 +14,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sys
 import zipfile
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (named in pyproject's build-system requires)
+    import tomli as tomllib
+
 from poetry.core.masonry import api as _poetry
 
 build_sdist = _poetry.build_sdist

@@ -3,7 +3,7 @@
     selfsup-convert detectron2 --checkpoint ckpt.pth --output r50.pkl
     selfsup-convert detr --checkpoint ckpt.pth --output r50_detr.pth --use_ema
 
-The checkpoint may be a selfsup checkpoint or any layout ``selfsup.shared.checkpoint_formats`` reads (official
+The checkpoint may be a selfsup checkpoint or any layout ``selfsup.shared.checkpoints.formats`` reads (official
 MoCo, SwAV, INTL, CW-RGP, InsDis, a plain torchvision state dict, ...). The backbone is checked against the
 network its shapes describe (and ``--arch``), then against what the target builds, before anything is written.
 
@@ -32,9 +32,8 @@ from typing import Any
 
 import torch
 
-from selfsup.shared.backbone_layout import BackboneLayout, build_backbone_for_layout
-from selfsup.shared.backbones import ARCHITECTURES
-from selfsup.shared.checkpoint_formats import (
+from selfsup.shared.checkpoints.backbone_layout import BackboneLayout, build_backbone_for_layout
+from selfsup.shared.checkpoints.formats import (
     BranchNotAvailableError,
     ExtractedBackbone,
     extract_backbone,
@@ -42,6 +41,7 @@ from selfsup.shared.checkpoint_formats import (
     get_format,
     load_checkpoint_file,
 )
+from selfsup.shared.models.backbones import ARCHITECTURES
 from selfsup.transfer.convert import (
     DETECTRON2_TARGET,
     DETR_TARGET,

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from selfsup.shared.backbones import ARCHITECTURES, BackboneConfig
+from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig
 
 __all__ = [
     "DETECTRON2_TARGET",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from selfsup.shared.config import common_parser, resolve_dataset
+from selfsup.shared.runtime.config import common_parser, resolve_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

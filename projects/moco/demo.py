@@ -19,9 +19,9 @@ import torch
 
 from selfsup.moco.cli import parse_args
 from selfsup.moco.train import backbone_config, input_normalization, run_dir, train
-from selfsup.shared.backbones import build_backbone_from_config
-from selfsup.shared.checkpoint_formats import load_backbone
+from selfsup.shared.checkpoints.formats import load_backbone
 from selfsup.shared.evaluation import run_knn, run_linear
+from selfsup.shared.models.backbones import build_backbone_from_config
 
 #: The demo's pre-training recipe. Digits are 8x8 images upscaled, so 16 px crops lose nothing and train 4x
 #: faster than 32 px; crops keep at least 30 % of the image (an 8 % crop would hold one or two original

@@ -20,14 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.moco.loss import info_nce_logits
-from selfsup.shared.backbones import ResNet
 from selfsup.shared.distributed import (
     all_gather_no_grad,
     batch_shuffle_ddp,
     batch_unshuffle_ddp,
     get_world_size,
 )
-from selfsup.shared.norm import convert_split_batchnorm
+from selfsup.shared.models.backbones import ResNet
+from selfsup.shared.models.split_batchnorm import convert_split_batchnorm
 
 
 def projection_head(feature_dim: int, dim: int, mlp: bool) -> nn.Module:

@@ -19,15 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.moco.cli import parse_args
 from selfsup.moco.model import MoCo
-from selfsup.shared.backbones import BackboneConfig, build_backbone_from_config
-from selfsup.shared.checkpoint import (
+from selfsup.shared.checkpoints.io import (
     atomic_save,
     capture_rng_state,
     load_training_checkpoint,
     resolve_resume,
     restore_rng_state,
 )
-from selfsup.shared.config import freeze, run_record, save_run_config
 from selfsup.shared.data import (
     ResumableSampler,
     SeededTransformDataset,
@@ -44,12 +42,14 @@ from selfsup.shared.distributed import (
     convert_sync_batchnorm,
     init_distributed,
 )
-from selfsup.shared.logger import MetricLogger, get_logger, progress, read_csv_log
-from selfsup.shared.optim import build_optimizer
-from selfsup.shared.plotting import plot_curves
-from selfsup.shared.precision import autocast, check_precision, make_grad_scaler, prepare_model
-from selfsup.shared.preemption import PreemptionGuard
-from selfsup.shared.schedules import LRSchedule, apply_lr
+from selfsup.shared.models.backbones import BackboneConfig, build_backbone_from_config
+from selfsup.shared.optim.optimizers import build_optimizer
+from selfsup.shared.optim.schedules import LRSchedule, apply_lr
+from selfsup.shared.runtime.config import freeze, run_record, save_run_config
+from selfsup.shared.runtime.logger import MetricLogger, get_logger, progress, read_csv_log
+from selfsup.shared.runtime.plotting import plot_curves
+from selfsup.shared.runtime.precision import autocast, check_precision, make_grad_scaler, prepare_model
+from selfsup.shared.runtime.preemption import PreemptionGuard
 
 EXPORT = {
     "state_dict_location": "encoder",

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from selfsup.moco.test import encoder_run, eval_parser, linear_eval
-from selfsup.shared.logger import read_csv_log
-from selfsup.shared.plotting import plot_curves
+from selfsup.shared.runtime.logger import read_csv_log
+from selfsup.shared.runtime.plotting import plot_curves
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint file: load any supported format, then run a protocol.
 
-:func:`load_for_evaluation` wraps :func:`selfsup.shared.checkpoint_formats.load_backbone` (format
+:func:`load_for_evaluation` wraps :func:`selfsup.shared.checkpoints.formats.load_backbone` (format
 auto-detection, ``arch`` / ``checkpoint_key`` overrides, missing/unexpected keys fail unless
 ``allow_partial``) and records what was loaded (path, SHA-256 of the file, detected format, backbone, branch,
 view, keys that did not fit, pre-training epoch when the file stores one) for the result file.
@@ -23,9 +23,9 @@ from typing import Any
 
 from torch import nn
 
-from selfsup.shared.backbone_layout import TwoStreamBackbone
-from selfsup.shared.checkpoint import epoch_of_checkpoint_name
-from selfsup.shared.checkpoint_formats import file_sha256, load_backbone, load_checkpoint_file
+from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
+from selfsup.shared.checkpoints.formats import file_sha256, load_backbone, load_checkpoint_file
+from selfsup.shared.checkpoints.io import epoch_of_checkpoint_name
 from selfsup.shared.evaluation.knn import run_knn
 from selfsup.shared.evaluation.linear import run_linear
 from selfsup.shared.evaluation.presets import resolve_config

@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from selfsup.shared.distributed import cleanup, init_distributed
-    from selfsup.shared.logger import get_logger
+    from selfsup.shared.runtime.logger import get_logger
 
     env = init_distributed(device=args.device)
     get_logger("selfsup", is_main=env.is_main)

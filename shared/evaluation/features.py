@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from selfsup.shared.checkpoint import atomic_save
+from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.data import build_loader
 from selfsup.shared.distributed import barrier, get_rank, get_world_size
 from selfsup.shared.evaluation.collectives import gather_in_order, on_every_rank

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.shared.evaluation.results import load_results
-from selfsup.shared.plotting import plot_curves
+from selfsup.shared.runtime.plotting import plot_curves
 
 __all__ = ["checkpoint_label", "read_loss_log", "render_markdown", "write_report"]
 

@@ -22,10 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
-from selfsup.shared.alexnet import CMC_ALEXNET_HALF, CMCAlexNetHalf
-from selfsup.shared.backbone_layout import TwoStreamBackbone
-from selfsup.shared.backbones import BackboneConfig, build_backbone
-from selfsup.shared.checkpoint_formats import (
+from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
+from selfsup.shared.checkpoints.formats import (
     FORMATS,
     AmbiguousCheckpointFormatError,
     ArchitectureMismatchError,
@@ -46,6 +44,8 @@ from selfsup.shared.checkpoint_formats import (
     load_head,
     strip_prefix,
 )
+from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF, CMCAlexNetHalf
+from selfsup.shared.models.backbones import BackboneConfig, build_backbone
 
 LAYOUTS = Path(__file__).parent / "fixtures" / "checkpoint_layouts"
 SYMBOLIC_SIZE = 8  # replaces data-dependent dims such as N_data

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from selfsup.shared.backbones import build_backbone
 from selfsup.shared.evaluation.cli import main
 from selfsup.shared.evaluation.features import module_sha256
+from selfsup.shared.models.backbones import build_backbone
 
 FAST = ["--dataset", "digits", "--resize", "16", "--crop", "16"]
 
@@ -234,7 +234,7 @@ def test_cmc_checkpoint_single_stream_in_its_recorded_colour_space(tmp_path, cap
     """A CMC AlexNet file (layout of the fixtures): --view l reads channel 0 (Y) of the recorded YCbCr view."""
     import argparse
 
-    from selfsup.shared.alexnet import build_cmc_alexnet_half
+    from selfsup.shared.models.alexnet import build_cmc_alexnet_half
 
     torch.manual_seed(0)
     model = {}

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from selfsup.shared.backbones import build_backbone
 from selfsup.shared.evaluation import run_linear
+from selfsup.shared.models.backbones import build_backbone
 
 pytestmark = pytest.mark.distributed
 

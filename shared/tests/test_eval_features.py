@@ -7,9 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup.shared.alexnet import build_cmc_alexnet_half
-from selfsup.shared.backbone_layout import TwoStreamBackbone
-from selfsup.shared.backbones import build_backbone
+from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
 from selfsup.shared.evaluation.colorspace import ColorSpaceToTensor, rgb_to_lab, rgb_to_ycbcr
 from selfsup.shared.evaluation.features import (
     FeatureCache,
@@ -18,6 +16,8 @@ from selfsup.shared.evaluation.features import (
     module_sha256,
 )
 from selfsup.shared.evaluation.probes import ChannelSlice, FeatureProbe
+from selfsup.shared.models.alexnet import build_cmc_alexnet_half
+from selfsup.shared.models.backbones import build_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")

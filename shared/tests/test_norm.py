@@ -1,4 +1,4 @@
-"""Tests of selfsup.shared.norm: split BN against per-chunk F.batch_norm, running stats, conversion."""
+"""Tests of selfsup.shared.models.split_batchnorm: split BN against per-chunk F.batch_norm, running stats, conversion."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.shared.backbones import build_backbone
-from selfsup.shared.norm import SplitBatchNorm1d, SplitBatchNorm2d, convert_split_batchnorm
+from selfsup.shared.models.backbones import build_backbone
+from selfsup.shared.models.split_batchnorm import SplitBatchNorm1d, SplitBatchNorm2d, convert_split_batchnorm
 
 
 def _ordered_batch(n: int, c: int = 3, hw: int = 2) -> torch.Tensor:

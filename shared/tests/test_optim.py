@@ -1,4 +1,4 @@
-"""Tests of selfsup.shared.optim: LARS/LARC steps worked out by hand, parameter groups, the factory."""
+"""Tests of selfsup.shared.optim.optimizers: LARS/LARC steps worked out by hand, parameter groups, the factory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.shared.optim import LARS, build_optimizer, is_bias_or_norm, split_param_groups
+from selfsup.shared.optim.optimizers import LARS, build_optimizer, is_bias_or_norm, split_param_groups
 
 # A 2x2 weight with ||w|| = sqrt(1 + 4 + 4 + 16) = 5 and a gradient with ||g|| = sqrt(0.09 + 0.16) = 0.5.
 W0 = [[1.0, 2.0], [2.0, 4.0]]

@@ -1,4 +1,4 @@
-"""Tests of selfsup.shared.schedules: values at milestones and endpoints of every original's schedule."""
+"""Tests of selfsup.shared.optim.schedules: values at milestones and endpoints of every original's schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.shared.schedules import (
+from selfsup.shared.optim.schedules import (
     LRSchedule,
     apply_lr,
     cosine_lr,

@@ -18,7 +18,7 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
-from selfsup.shared.backbones import BackboneConfig, build_backbone
+from selfsup.shared.models.backbones import BackboneConfig, build_backbone
 from selfsup.transfer.cli import main
 from selfsup.transfer.convert import (
     DETR_BACKBONE_PREFIX,

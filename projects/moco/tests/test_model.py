@@ -2,8 +2,8 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.moco.model import MoCo
-from selfsup.shared.backbones import build_backbone
-from selfsup.shared.norm import SplitBatchNorm2d
+from selfsup.shared.models.backbones import build_backbone
+from selfsup.shared.models.split_batchnorm import SplitBatchNorm2d
 
 
 def tiny_moco(**kwargs) -> MoCo:

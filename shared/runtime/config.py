@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.shared import __version__
-from selfsup.shared.backbones import ARCHITECTURES
 from selfsup.shared.data import DATASET_NAMES
-from selfsup.shared.precision import PRECISIONS
+from selfsup.shared.models.backbones import ARCHITECTURES
+from selfsup.shared.runtime.precision import PRECISIONS
 
 
 def common_parser() -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from selfsup.shared.checkpoint_format_base import is_tensor_dict
-from selfsup.shared.checkpoint_layouts import FORMATS
+from selfsup.shared.checkpoints.format_base import is_tensor_dict
+from selfsup.shared.checkpoints.layouts import FORMATS
 
 
 class UnknownCheckpointFormatError(ValueError):

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from selfsup.shared.alexnet import CMC_ALEXNET_HALF, build_cmc_alexnet_half
-from selfsup.shared.backbones import ARCHITECTURES, BackboneConfig, ResNet, build_backbone
+from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF, build_cmc_alexnet_half
+from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig, ResNet, build_backbone
 
 _RESNET_KEY = re.compile(
     r"(conv1\.weight"

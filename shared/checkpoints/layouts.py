@@ -11,9 +11,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from selfsup.shared.backbone_layout import is_resnet_key
-from selfsup.shared.backbones import BackboneConfig
-from selfsup.shared.checkpoint_format_base import (
+from selfsup.shared.checkpoints.backbone_layout import is_resnet_key
+from selfsup.shared.checkpoints.format_base import (
     BRANCHES,
     BranchNotAvailableError,
     CheckpointFormat,
@@ -28,6 +27,7 @@ from selfsup.shared.checkpoint_format_base import (
     starts_with,
     summarize_keys,
 )
+from selfsup.shared.models.backbones import BackboneConfig
 
 #: Newest ``format_version`` of the selfsup checkpoint format this module reads.
 SELFSUP_FORMAT_VERSION = 1

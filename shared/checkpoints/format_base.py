@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from selfsup.shared.backbone_layout import is_resnet_key, strip_prefix
-from selfsup.shared.backbones import BackboneConfig
+from selfsup.shared.checkpoints.backbone_layout import is_resnet_key, strip_prefix
+from selfsup.shared.models.backbones import BackboneConfig
 
 BRANCHES = ("online", "ema")
 StateDict = dict[str, torch.Tensor]

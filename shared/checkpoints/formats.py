@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.shared.alexnet import CMC_ALEXNET_HALF
-from selfsup.shared.backbone_layout import (
+from selfsup.shared.checkpoints.backbone_layout import (
     BackboneLayout,
     TwoStreamBackbone,
     UnsupportedArchitectureError,
@@ -38,21 +37,22 @@ from selfsup.shared.backbone_layout import (
     infer_backbone_layout,
     strip_prefix,
 )
-from selfsup.shared.backbones import ARCHITECTURES, BackboneConfig
-from selfsup.shared.checkpoint_detection import (
+from selfsup.shared.checkpoints.detection import (
     AmbiguousCheckpointFormatError,
     UnknownCheckpointFormatError,
     detect_format,
     select_entry,
 )
-from selfsup.shared.checkpoint_format_base import (
+from selfsup.shared.checkpoints.format_base import (
     BranchNotAvailableError,
     CheckpointFormat,
     FormatResult,
     HeadOnlyCheckpointError,
 )
-from selfsup.shared.checkpoint_layouts import FORMATS, get_format
-from selfsup.shared.checkpoint_reading import file_sha256, load_checkpoint_file
+from selfsup.shared.checkpoints.layouts import FORMATS, get_format
+from selfsup.shared.checkpoints.reading import file_sha256, load_checkpoint_file
+from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF
+from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig
 
 __all__ = [
     "FORMATS",

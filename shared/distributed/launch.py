@@ -1,8 +1,4 @@
-"""Process-group set-up and the collective operations every project uses; a no-op at world size 1.
-
-Every function here works unchanged in one CPU process: at world size 1 the gathers return their input,
-reductions return it unchanged and the shuffle-BN pair permutes and restores locally, so models and losses
-run the same code path in tests and in multi-GPU training (the pattern of detectron2's ``utils/comm.py``).
+"""Process-group set-up from the launcher's environment: torchrun, Slurm ``srun`` or a single process.
 
 Launchers understood by :func:`init_distributed`, in this order:
 
@@ -12,12 +8,6 @@ Launchers understood by :func:`init_distributed`, in this order:
   is the first host of ``SLURM_NODELIST`` unless ``MASTER_ADDR`` is set; the port is ``MASTER_PORT`` or
   derived from ``SLURM_JOB_ID``);
 * otherwise a single process, no process group.
-
-Shuffle BN (He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
-arXiv:1911.05722, §3.3) is implemented with the official MoCo semantics: the key batch is gathered from all
-ranks, rank 0 draws one permutation of the global batch and broadcasts it, each rank encodes its slice of the
-shuffled batch (so its BN statistics mix samples of other ranks), and the inverse permutation restores the
-order.
 """
 
 from __future__ import annotations
@@ -29,31 +19,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-
-__all__ = [
-    "DistEnv",
-    "LaunchInfo",
-    "all_gather_no_grad",
-    "all_gather_with_grad",
-    "all_reduce_mean",
-    "barrier",
-    "batch_shuffle_ddp",
-    "batch_unshuffle_ddp",
-    "broadcast_object",
-    "cleanup",
-    "convert_sync_batchnorm",
-    "detect_launch",
-    "get_rank",
-    "get_world_size",
-    "init_distributed",
-    "is_main_process",
-    "parse_slurm_nodelist",
-]
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 DEFAULT_MASTER_PORT = 29500
@@ -88,9 +56,6 @@ class LaunchInfo:
     world_size: int = 1
     master_addr: str | None = None
     master_port: int | None = None
-
-
-# ----------------------------------------------------------------------------------------------- launch
 
 
 def _int_env(environ: Mapping[str, str], name: str) -> int:
@@ -277,155 +242,3 @@ def init_distributed(backend: str | None = None, device: str | None = None, time
         timeout=timedelta(seconds=timeout_s),
     )
     return DistEnv(info.rank, info.local_rank, info.world_size, dev, chosen)
-
-
-# ------------------------------------------------------------------------------------------ basic queries
-
-
-def _initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank(group: Any = None) -> int:
-    return dist.get_rank(group) if _initialized() else 0
-
-
-def get_world_size(group: Any = None) -> int:
-    return dist.get_world_size(group) if _initialized() else 1
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    """Synchronise all ranks; returns at once at world size 1."""
-    if get_world_size() > 1:
-        dist.barrier()
-
-
-def cleanup() -> None:
-    """Destroy the default process group if one exists."""
-    if _initialized():
-        dist.destroy_process_group()
-
-
-# ------------------------------------------------------------------------------------------- collectives
-
-
-def all_gather_no_grad(t: torch.Tensor, group: Any = None) -> torch.Tensor:
-    """Concatenate ``t`` from every rank along dim 0 (rank order); the result carries no gradient.
-
-    Every rank must pass the same shape. At world size 1 this is ``t.detach()`` (no copy).
-    """
-    world = get_world_size(group)
-    if world == 1:
-        return t.detach()
-    t = t.detach().contiguous()
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t, group=group)
-    return torch.cat(parts, dim=0)
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather whose backward sums the incoming gradients over ranks and keeps this rank's slice.
-
-    If every rank computes a loss ``L_r`` on the gathered batch ``X = [x_0; …; x_{W-1}]``, the gradient that
-    reaches ``x_r`` is ``∂(Σ_s L_s)/∂x_r`` — the gradient of the summed loss, as INTL's ``FullGatherLayer``
-    computes it.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, t: torch.Tensor, group: Any) -> torch.Tensor:
-        ctx.group = group
-        ctx.rank = dist.get_rank(group)
-        ctx.size = t.shape[0]
-        t = t.contiguous()
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, t, group=group)
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size], None
-
-
-def all_gather_with_grad(t: torch.Tensor, group: Any = None) -> torch.Tensor:
-    """Concatenate ``t`` from every rank along dim 0, differentiably (see :class:`_GatherWithGrad`).
-
-    Every rank must pass the same shape. At world size 1 returns ``t`` itself.
-    """
-    if get_world_size(group) == 1:
-        return t
-    return _GatherWithGrad.apply(t, group)
-
-
-def all_reduce_mean(t: torch.Tensor, group: Any = None) -> torch.Tensor:
-    """Mean of ``t`` over ranks, returned as a new tensor (``t`` is left unchanged); ``t`` at world size 1."""
-    world = get_world_size(group)
-    if world == 1:
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-    return out / world
-
-
-def _group_src(group: Any) -> int:
-    """Global rank of rank 0 of ``group`` (``broadcast`` takes global ranks)."""
-    return 0 if group is None else dist.get_global_rank(group, 0)
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Return rank ``src``'s ``obj`` on every rank (pickled); ``obj`` itself at world size 1."""
-    if get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-# ------------------------------------------------------------------------------------------- shuffle BN
-
-
-def batch_shuffle_ddp(x: torch.Tensor, group: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle the global batch across ranks; return this rank's shuffled slice and ``idx_unshuffle``.
-
-    With ``X`` the gathered batch (``W·n`` samples) and π a permutation drawn on rank 0 and broadcast, rank
-    ``r`` gets ``X[π[r·n:(r+1)·n]]``; ``idx_unshuffle = argsort(π)`` is the same on every rank. At world size
-    1 this is a local ``x[randperm(n)]``. The result carries no gradient (as in official MoCo, it is the key
-    input).
-    """
-    world = get_world_size(group)
-    n = x.shape[0]
-    x_all = all_gather_no_grad(x, group)
-    idx_shuffle = torch.randperm(x_all.shape[0], device=x.device)
-    if world > 1:
-        dist.broadcast(idx_shuffle, src=_group_src(group), group=group)
-    idx_unshuffle = torch.argsort(idx_shuffle)
-    rank = get_rank(group)
-    idx_this = idx_shuffle.view(world, n)[rank]
-    return x_all[idx_this], idx_unshuffle
-
-
-def batch_unshuffle_ddp(x: torch.Tensor, idx_unshuffle: torch.Tensor, group: Any = None) -> torch.Tensor:
-    """Undo :func:`batch_shuffle_ddp`: gather the shuffled outputs and return this rank's slice in original
-    order."""
-    world = get_world_size(group)
-    n = x.shape[0]
-    if idx_unshuffle.numel() != world * n:
-        raise ValueError(
-            f"idx_unshuffle has {idx_unshuffle.numel()} entries but the gathered batch has {world} x {n}; "
-            "pass the index returned by batch_shuffle_ddp for this batch"
-        )
-    x_all = all_gather_no_grad(x, group)
-    idx_this = idx_unshuffle.view(world, n)[get_rank(group)]
-    return x_all[idx_this]
-
-
-def convert_sync_batchnorm(module: nn.Module, process_group: Any = None) -> nn.Module:
-    """``nn.SyncBatchNorm.convert_sync_batchnorm`` when running distributed, else ``module`` unchanged."""
-    if get_world_size() > 1:
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
-    return module

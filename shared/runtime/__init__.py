@@ -1,0 +1,9 @@
+"""The training runtime every trainer shares: what happens around the model, not inside it.
+
+* :mod:`.config`: common flags, the frozen resolved config, ``config.json``;
+* :mod:`.seeding`: ``--seed`` for Python's ``random``, NumPy, torch and loader workers, and RNG capture/restore;
+* :mod:`.cpu`: start-up CPU tuning (glibc malloc thresholds);
+* :mod:`.precision`: ``--precision``, ``--channels_last``, ``--compile``;
+* :mod:`.preemption`: SIGTERM/SIGUSR1 -> checkpoint -> clean exit;
+* :mod:`.logger`, :mod:`.plotting`: console, CSV, TensorBoard and PNG output.
+"""
