@@ -63,6 +63,7 @@ from selfsup.shared.runtime.precision import (
     check_precision,
     make_grad_scaler,
     prepare_model,
+    resolve_precision,
 )
 
 BENCHMARK = "moco_step"
@@ -574,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     check_precision(args.precision, device)
+    args.precision = resolve_precision(args.precision, device)  # auto -> bf16 or fp32, as the trainers do
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.repeats < 1 or args.warmup < 1:

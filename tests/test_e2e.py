@@ -66,3 +66,31 @@ def test_selfsup_checkpoint_is_evaluated_with_its_training_normalisation(tmp_pat
         "knn", checkpoint, dataset="digits", k=5, resize=16, crop=16, normalization="half"
     )
     assert forced["hyperparameters"]["normalization"] == "half"
+
+
+def test_selfsup_demo_dispatches_to_the_method_and_moco_demo_stays_an_alias(tmp_path: Path):
+    run = cli("selfsup-demo", "--method", "moco", "--epochs", "1", "--output", str(tmp_path / "a"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["train_flags"]
+    assert "random_init" in run.stdout
+    help_text = cli("moco-demo", "--help")
+    assert help_text.returncode == 0 and "--epochs" in help_text.stdout
+
+
+def test_selfsup_demo_without_a_method_names_the_flag_and_the_choices():
+    run = cli("selfsup-demo")
+    assert run.returncode == 2 and "--method" in run.stderr and "moco" in run.stderr
+    run = cli("selfsup-demo", "--method", "nope")
+    assert run.returncode == 2 and "--method" in run.stderr
+    for argv in (["--help"], ["--method", "moco", "--help"]):
+        shown = cli("selfsup-demo", *argv)
+        assert shown.returncode == 0 and "usage: selfsup-demo" in shown.stdout
+
+
+def test_every_registered_demo_has_a_main():
+    import importlib
+
+    from selfsup.demo import DEMOS
+
+    for name, module in DEMOS.items():
+        assert callable(importlib.import_module(module).main), name

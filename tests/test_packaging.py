@@ -64,14 +64,14 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_maps_every_folder_into_the_selfsup_namespace(wheel, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "selfsup/shared/models/backbones.py" in names and "selfsup/moco/model.py" in names
-    assert "selfsup/transfer/__init__.py" in names
+    assert "selfsup/transfer/__init__.py" in names and "selfsup/demo.py" in names
     tops = {name.split("/")[0] for name in names}
     assert tops <= {"selfsup", next(t for t in tops if t.endswith(".dist-info"))}, tops
     assert not any("/tests/" in name for name in names)
     entry_points = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     )
-    for script in ("moco-train", "moco-demo", "selfsup-eval"):
+    for script in ("moco-train", "moco-demo", "selfsup-demo", "selfsup-eval", "selfsup-convert"):
         assert script in entry_points
     zipfile.ZipFile(wheel).extractall(tmp_path)
     spec = importlib.machinery.PathFinder.find_spec("selfsup", [str(tmp_path)])
@@ -93,8 +93,10 @@ def test_no_generic_top_level_module(name):
 
 
 def test_console_scripts_run():
-    for script in ("moco-train", "selfsup-eval"):
-        path = shutil.which(script)
+    for script in ("moco-train", "selfsup-eval", "selfsup-convert"):
+        # the scripts of the interpreter running the tests (tox may run it without activating its environment)
+        beside = Path(sys.executable).parent / script
+        path = str(beside) if beside.is_file() else shutil.which(script)
         assert path is not None, script
         assert subprocess.run([path, "--help"], capture_output=True, timeout=120).returncode == 0
 

@@ -42,6 +42,7 @@ from selfsup.shared.checkpoints.formats import (
     load_checkpoint_file,
 )
 from selfsup.shared.models.backbones import ARCHITECTURES
+from selfsup.shared.runtime.config import HelpFormatter
 from selfsup.transfer.convert import (
     DETECTRON2_TARGET,
     DETR_TARGET,
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfsup-convert",
         description="Convert a self-supervised checkpoint's backbone into Detectron2 or DETR initialisation weights.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("target", choices=TARGETS, help="framework the output file is for")
     parser.add_argument(

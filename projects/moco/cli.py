@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from selfsup.shared.runtime.config import common_parser, resolve_dataset
+from selfsup.shared.runtime.config import HelpFormatter, common_parser, resolve_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,12 +13,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="moco-train",
         description="MoCo pre-training (unofficial MoCo v1 of eveningglow/MoCo, M0-M3 ablations, MoCo v2 options)",
         parents=[common_parser()],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     eg = parser.add_argument_group("unofficial MoCo v1 (eveningglow/MoCo train.py)")
     eg.add_argument("--dataset_root", default=None, help="image folder (class sub-folders) or dataset root")
     eg.add_argument("--output_root", default="output", help="results root")
-    eg.add_argument("--dataset_name", default="IMAGENET-64", help="sub-folder of --output_root")
+    eg.add_argument(
+        "--dataset_name",
+        default=None,
+        help="sub-folder of --output_root; default: the original's IMAGENET-64 for image folders, "
+        "else the --dataset name in capitals (DIGITS, CIFAR10, ...)",
+    )
     eg.add_argument("--exp_version", default="v1", help="sub-folder: OUTPUT_ROOT/DATASET_NAME/EXP_VERSION")
     eg.add_argument("--batch_size", type=int, default=256, help="global batch size (split over ranks)")
     eg.add_argument("--lr", type=float, default=0.03, help="initial learning rate")
@@ -88,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.dataset = resolve_dataset(args)
+    if args.dataset_name is None:
+        args.dataset_name = "IMAGENET-64" if args.dataset == "imagefolder" else args.dataset.upper()
     checks = {
         "--batch_size": args.batch_size >= 1,
         "--num_keys": args.num_keys >= 1,

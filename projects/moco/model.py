@@ -98,31 +98,39 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """FIFO: write ``keys`` (all ranks' keys under DDP) over the oldest entries, wrapping around."""
+        """FIFO: ``keys`` (all ranks' keys under DDP, in rank order) replace the oldest entries.
+
+        The ring is written backwards: each batch goes, in its own order, just before the previous newest
+        batch (wrapping around), and ``queue_ptr`` points at its first key. Read from ``queue_ptr`` on, the
+        queue is then exactly the original's ``queue = cat([k, queue[:K-N]])``: newest batch first, each
+        batch in batch order (:meth:`ordered_queue`). A batch of ``K`` keys or more fills the queue with its
+        first ``K`` keys, the original's leading ``K`` entries.
+        """
         keys = all_gather_no_grad(keys.detach()).to(self.queue.dtype)
         n, size = keys.shape[0], self.num_keys
         if n >= size:
-            self.queue.copy_(keys[-size:])
+            self.queue.copy_(keys[:size])
             self.queue_ptr.zero_()
             return
-        ptr = int(self.queue_ptr)
-        first = min(n, size - ptr)
-        self.queue[ptr : ptr + first] = keys[:first]
+        start = (int(self.queue_ptr) - n) % size
+        first = min(n, size - start)
+        self.queue[start : start + first] = keys[:first]
         self.queue[: n - first] = keys[first:]
-        self.queue_ptr.fill_((ptr + n) % size)
+        self.queue_ptr.fill_(start)
 
     @torch.no_grad()
     def init_queue(self, keys: torch.Tensor) -> None:
-        """Fill the whole queue with real key features (the original's start-up pass), pointer at 0."""
+        """Fill the whole queue with real key features in collection order (the original's start-up pass)."""
         if keys.shape[0] < self.num_keys:
             raise ValueError(f"queue init needs {self.num_keys} keys, got {keys.shape[0]}")
         self.queue.copy_(keys[: self.num_keys])
         self.queue_ptr.zero_()
 
     def ordered_queue(self) -> torch.Tensor:
-        """The queue newest-first, i.e. in the original's ``cat([k, queue[:K-N]])`` order."""
+        """The queue in the original's order (``cat([k, queue[:K-N]])`` after each step): a rotation of the
+        ring so that it starts at the newest batch's first key."""
         ptr = int(self.queue_ptr)
-        return torch.cat([self.queue[:ptr].flip(0), self.queue[ptr:].flip(0)])
+        return torch.cat([self.queue[ptr:], self.queue[:ptr]])
 
     @torch.no_grad()
     def encode_keys(self, x_k: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from selfsup.shared.data import DATASET_NAMES
+from selfsup.shared.data import DATASET_NAMES, CorruptImageError
 from selfsup.shared.evaluation import evaluate_checkpoint
 
 
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = linear_eval(args)
+    except CorruptImageError as err:
+        print(f"test.py: error: {err.one_line(skip_flag=None)}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as err:
         print(f"test.py: error: {err}", file=sys.stderr)
         return 2

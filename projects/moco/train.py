@@ -8,6 +8,7 @@ as in the original), ``loss/loss.csv`` and ``loss/loss.png``, ``tb/`` (TensorBoa
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -19,14 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.moco.cli import parse_args
 from selfsup.moco.model import MoCo
-from selfsup.shared.checkpoints.io import (
-    atomic_save,
-    capture_rng_state,
-    load_training_checkpoint,
-    resolve_resume,
-    restore_rng_state,
-)
+from selfsup.shared.checkpoints.io import atomic_save, load_training_checkpoint, resolve_resume
 from selfsup.shared.data import (
+    CorruptImageError,
     ResumableSampler,
     SeededTransformDataset,
     TwoCropsTransform,
@@ -46,10 +42,18 @@ from selfsup.shared.models.backbones import BackboneConfig, build_backbone_from_
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import LRSchedule, apply_lr
 from selfsup.shared.runtime.config import freeze, run_record, save_run_config
+from selfsup.shared.runtime.cpu import tune_malloc
 from selfsup.shared.runtime.logger import MetricLogger, get_logger, progress, read_csv_log
-from selfsup.shared.runtime.plotting import plot_curves
-from selfsup.shared.runtime.precision import autocast, check_precision, make_grad_scaler, prepare_model
+from selfsup.shared.runtime.plotting import plot_curves_if_available
+from selfsup.shared.runtime.precision import (
+    autocast,
+    check_precision,
+    make_grad_scaler,
+    prepare_model,
+    resolve_precision,
+)
 from selfsup.shared.runtime.preemption import PreemptionGuard
+from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 
 EXPORT = {
     "state_dict_location": "encoder",
@@ -212,31 +216,46 @@ def make_data(args: argparse.Namespace, env: DistEnv, per_rank_batch: int):
         sampler=sampler,
         num_workers=args.num_workers,
         persistent_workers=True,
+        seed=args.seed,
     )
     return seeded, sampler, loader
 
 
 def plot_loss(csv_path: Path, png_path: Path, title: str) -> None:
+    """Redraw ``loss.png`` from the CSV log (skipped with a warning when matplotlib is missing)."""
     rows = read_csv_log(csv_path)
     if rows:
         curve = ([r["global_step"] for r in rows], [r["loss"] for r in rows])
-        plot_curves({"loss": curve}, png_path, xlabel="iteration", ylabel="InfoNCE loss", title=title)
+        plot_curves_if_available(
+            {"loss": curve},
+            png_path,
+            logger=logging.getLogger("moco"),
+            xlabel="iteration",
+            ylabel="InfoNCE loss",
+            title=title,
+        )
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     """Run pre-training; returns the path of the last checkpoint written."""
+    malloc = None if args.no_malloc_tuning else tune_malloc()  # before the first large allocation
     env = init_distributed(args.dist_backend, args.device)
     check_precision(args.precision, env.device)
+    precision = resolve_precision(args.precision, env.device)
     log = get_logger("moco", env.is_main)
+    log.info("%s", malloc.detail if malloc is not None else "malloc tuning off (--no_malloc_tuning)")
+    if precision != args.precision:
+        log.info("--precision %s resolved to %s on %s", args.precision, precision, env.device)
     if args.batch_size % env.world_size:
         raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {env.world_size} ranks")
     per_rank_batch = args.batch_size // env.world_size
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     out = run_dir(args)
     weight_dir, loss_dir = out / "weight", out / "loss"
     record = run_record(freeze(args, "MoCoConfig"), argv)
     record["args"]["backbone"] = backbone_config(args).to_dict()
     record["world_size"] = env.world_size
+    record["precision_resolved"] = precision
     if env.is_main:
         save_run_config(record, out / "config.json")
         if args.save_config:
@@ -254,7 +273,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
         momentum=args.SGD_momentum,
         weight_decay=args.weight_decay,
     )
-    scaler = make_grad_scaler(args.precision, env.device)
+    scaler = make_grad_scaler(precision, env.device)
 
     start_epoch, start_iter, step = 0, 0, 0
     resume_arg = args.resume
@@ -321,7 +340,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
             for iteration, (views, _) in enumerate(bar, start=first):
                 x_q = views[0].to(env.device, non_blocking=True, memory_format=memory_format)
                 x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
-                loss = train_step(runner, model, optimizer, scaler, x_q, x_k, precision=args.precision)
+                loss = train_step(runner, model, optimizer, scaler, x_q, x_k, precision=precision)
                 step += 1
                 window_loss = window_loss + loss  # stays on the device: no host sync per step
                 window_iters += 1
@@ -378,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         train(args, argv if argv is not None else sys.argv)
+    except CorruptImageError as err:
+        print(f"moco-train: error: {err.one_line()}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as err:
         print(f"moco-train: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,6 @@
-"""Checkpoint files that survive crashes: atomic writes, RNG capture, and ``--resume PATH|auto``.
+"""Checkpoint files that survive crashes: atomic writes and ``--resume PATH|auto``.
+
+The RNG states stored in checkpoints come from :mod:`selfsup.shared.runtime.seeding`.
 
 Everything stored is readable with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
 tuples and dicts only (no pickled ``argparse.Namespace`` or numpy objects).
@@ -7,13 +9,11 @@ tuples and dicts only (no pickled ``argparse.Namespace`` or numpy objects).
 from __future__ import annotations
 
 import os
-import random
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 CHECKPOINT_GLOB = "ckpt_*.pkl"
@@ -42,42 +42,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The state of every random generator a training step may draw from (torch CPU/CUDA, numpy, random)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    npy = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            npy["keys"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -62,6 +62,20 @@ class CorruptImageError(RuntimeError):
         message = f"corrupt or unreadable image {path!r}: {type(cause).__name__}: {cause}"
         return cls(message, path=path, cause=cause)
 
+    def one_line(self, skip_flag: str | None = "--skip_corrupt") -> str:
+        """The error for a command line: which file failed and how to go on (``skip_flag``, where the command
+        has one).
+
+        Raised in a DataLoader worker, the error reaches the main process with the worker's traceback in its
+        message; this keeps only the line that names the file.
+        """
+        lines = [line for line in str(self).splitlines() if "corrupt or unreadable image" in line]
+        text = lines[-1] if lines else str(self).strip().splitlines()[-1]
+        text = text[text.index("corrupt or unreadable image") :] if "corrupt or unreadable" in text else text
+        if skip_flag is None:
+            return f"{text}; fix or remove the file"
+        return f"{text}; fix or remove the file, or pass {skip_flag} to skip (and count) unreadable images"
+
 
 def load_rgb_image(path: str) -> Image.Image:
     """Decode ``path`` fully into an RGB PIL image, or raise :class:`CorruptImageError`."""

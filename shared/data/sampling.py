@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from selfsup.shared.runtime.seeding import seed_worker
+
 __all__ = ["ResumableSampler", "SeededTransformDataset", "build_loader", "mix_seed"]
 
 
@@ -210,6 +212,7 @@ def build_loader(
     shuffle: bool = False,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     persistent_workers: bool = False,
+    seed: int = 0,
 ) -> DataLoader:
     """Build a DataLoader with the project's settings.
 
@@ -218,6 +221,10 @@ def build_loader(
     that tags indices with their epoch (``ResumableSampler(tag_epoch=True)``) ``persistent_workers=True``
     is safe and saves the worker start-up of every epoch.
     Pass either a ``sampler`` (e.g. :class:`ResumableSampler`) or ``shuffle=True``, not both.
+
+    Workers are seeded from ``seed`` (the run's ``--seed``): the loader draws each worker's torch seed from a
+    private generator seeded with it, and :func:`~selfsup.shared.runtime.seeding.seed_worker` seeds the
+    worker's ``random`` and NumPy from that.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"build_loader: batch_size must be an integer >= 1, got {batch_size!r}")
@@ -236,6 +243,7 @@ def build_loader(
         drop_last=drop_last,
         # a private generator: the worker base seed drawn at each iterator start must not consume the global
         # RNG, which training draws from (shuffle BN) and restores on resume
-        generator=torch.Generator().manual_seed(0),
+        generator=torch.Generator().manual_seed(int(seed)),
+        worker_init_fn=seed_worker,
         persistent_workers=persistent_workers and num_workers > 0,
     )

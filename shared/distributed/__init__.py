@@ -5,7 +5,8 @@ shuffle-BN pair permutes and restores locally), so models and losses run the sam
 and in multi-GPU training (the pattern of detectron2's ``utils/comm.py``). Import from this package:
 
 * :mod:`.launch`: reading torchrun / Slurm environments and joining the process group;
-* :mod:`.collectives`: rank queries, all-gather with and without gradient, all-reduce, broadcast;
+* :mod:`.collectives`: rank queries, all-gather with and without gradient, all-reduce, broadcast,
+  gathering sharded results back in order;
 * :mod:`.batchnorm`: shuffle BN (MoCo) and SyncBatchNorm conversion.
 
 Single-device emulation of per-device BN lives with the layers, in ``selfsup.shared.models.split_batchnorm``.

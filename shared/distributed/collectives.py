@@ -1,7 +1,9 @@
-"""Rank queries and collectives (all-gather with and without gradient, mean all-reduce, object broadcast).
+"""Rank queries and collectives: all-gather with and without gradient, mean and sum all-reduce, object
+broadcast, and the gather that undoes ``rank::world`` sharding (sharded feature extraction).
 
 Every function returns its input (or the trivial answer) at world size 1, so the same code runs in one CPU
-process and under torchrun.
+process and under torchrun. :func:`comm_device` picks where tensors travel (the current CUDA device under NCCL,
+else the CPU); :func:`all_reduce_sum`, :func:`on_every_rank` and :func:`gather_in_order` return CPU tensors.
 """
 
 from __future__ import annotations
@@ -111,3 +113,46 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def comm_device() -> torch.device:
+    """The device collectives must use: the current CUDA device under NCCL, else the CPU."""
+    if get_world_size() > 1 and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (a new CPU tensor); ``values`` itself at world size 1."""
+    if get_world_size() == 1:
+        return values
+    out = values.detach().to(comm_device()).clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.cpu()
+
+
+def on_every_rank(flag: bool) -> bool:
+    """True when ``flag`` holds on every rank."""
+    if get_world_size() == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=comm_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def gather_in_order(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Inverse of the ``rank::world`` sharding of ``total`` items: all-gather the shards, interleave."""
+    world = get_world_size()
+    if world == 1:
+        return local
+    per_rank = -(-total // world)
+    device = comm_device()
+    padded = torch.zeros((per_rank, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype)
+    for rank, part in enumerate(parts):
+        count = len(range(rank, total, world))
+        out[rank::world] = part[:count].cpu()
+    return out

@@ -93,6 +93,9 @@ def _common(parser: argparse.ArgumentParser, protocol: str) -> None:
     )
     sysg.add_argument("--cache_dir", default=None, help="feature cache folder (default: selfsup cache)")
     sysg.add_argument(
+        "--no_malloc_tuning", action="store_true", help="keep glibc's malloc thresholds (fewer page faults)"
+    )
+    sysg.add_argument(
         "--use_cache", action=argparse.BooleanOptionalAction, default=None, help="cached-feature path"
     )
 
@@ -185,6 +188,7 @@ _NOT_OVERRIDES = frozenset(
         "use_ema",
         "view",
         "trust",
+        "no_malloc_tuning",
         "device",
         "cache_dir",
         "resume",
@@ -273,16 +277,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: {path}")
         return 0
 
+    from selfsup.shared.data import CorruptImageError
     from selfsup.shared.distributed import cleanup, init_distributed
+    from selfsup.shared.runtime.cpu import tune_malloc
     from selfsup.shared.runtime.logger import get_logger
 
+    malloc = None if args.no_malloc_tuning else tune_malloc()  # before the first large allocation
     env = init_distributed(device=args.device)
     get_logger("selfsup", is_main=env.is_main)
     logging.getLogger("selfsup").setLevel(logging.INFO if env.is_main else logging.WARNING)
+    logging.getLogger("selfsup").info(
+        "%s", malloc.detail if malloc is not None else "malloc tuning off (--no_malloc_tuning)"
+    )
     if args.device is None:
         args.device = str(env.device)
     try:
         result = _run_protocol(args)
+    except CorruptImageError as err:  # evaluation reads every image: there is nothing to skip
+        print(f"selfsup-eval {args.protocol}: error: {err.one_line(skip_flag=None)}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         print(f"selfsup-eval {args.protocol}: error: {err}", file=sys.stderr)
         return 2

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.shared.checkpoints.io import atomic_save, capture_rng_state, restore_rng_state
+from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.distributed import barrier, get_rank, get_world_size
 from selfsup.shared.optim.schedules import cosine_lr, eveningglow_linear_lr, step_lr
+from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state
 
 __all__ = [
     "STATE_FORMAT",

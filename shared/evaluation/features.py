@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Subset
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.data import build_loader
 from selfsup.shared.distributed import barrier, get_rank, get_world_size
-from selfsup.shared.evaluation.collectives import gather_in_order, on_every_rank
+from selfsup.shared.distributed.collectives import gather_in_order, on_every_rank
 
 __all__ = [
     "FeatureCache",

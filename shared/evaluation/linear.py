@@ -33,7 +33,7 @@ from torch.utils.data import Subset
 
 from selfsup.shared.data import ResumableSampler, SeededTransformDataset, build_dataset, build_loader
 from selfsup.shared.distributed import get_rank, get_world_size
-from selfsup.shared.evaluation.collectives import all_reduce_sum
+from selfsup.shared.distributed.collectives import all_reduce_sum
 from selfsup.shared.evaluation.engine import (
     accuracy_counts,
     counts_to_metrics,
@@ -53,6 +53,7 @@ from selfsup.shared.evaluation.inputs import build_transforms
 from selfsup.shared.evaluation.presets import LinearConfig, config_to_dict, resolve_config
 from selfsup.shared.evaluation.probes import FeatureProbe
 from selfsup.shared.evaluation.results import provenance, write_result
+from selfsup.shared.optim.optimizers import build_optimizer
 
 __all__ = ["run_linear"]
 
@@ -63,8 +64,13 @@ _RESUME_IGNORED = ("num_workers",)
 def make_optimizer(config: LinearConfig, params: Any, lr: float) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+    return build_optimizer(
+        "sgd",
+        params,
+        lr=lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
     )
 
 

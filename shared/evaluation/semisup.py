@@ -25,7 +25,7 @@ from torch.utils.data import Subset
 
 from selfsup.shared.data import ResumableSampler, SeededTransformDataset, build_dataset, build_loader
 from selfsup.shared.distributed import get_rank, get_world_size
-from selfsup.shared.evaluation.collectives import all_reduce_sum
+from selfsup.shared.distributed.collectives import all_reduce_sum
 from selfsup.shared.evaluation.engine import (
     accuracy_counts,
     counts_to_metrics,
@@ -45,6 +45,7 @@ from selfsup.shared.evaluation.presets import SemisupConfig, config_to_dict, res
 from selfsup.shared.evaluation.probes import FeatureProbe
 from selfsup.shared.evaluation.results import provenance, write_result
 from selfsup.shared.evaluation.subsets import choose_subset, write_subset_file
+from selfsup.shared.optim.optimizers import build_optimizer
 
 __all__ = ["default_subset_path", "run_semisup"]
 
@@ -115,11 +116,13 @@ def run_semisup(
         )
     scale = config.batch_size / 256 if config.lr_scale_batch else 1.0
     base_lrs = (config.lr_backbone * scale, config.lr_head * scale)
-    optimizer = torch.optim.SGD(
+    optimizer = build_optimizer(
+        "sgd",
         [
             {"params": [p for p in probe.parameters() if p.requires_grad], "lr": base_lrs[0]},
             {"params": list(head.parameters()), "lr": base_lrs[1]},
         ],
+        lr=base_lrs[1],
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,

@@ -21,6 +21,17 @@ from selfsup.shared.models.backbones import ARCHITECTURES
 from selfsup.shared.runtime.precision import PRECISIONS
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows each flag's default once: appended as ``(default: X)`` unless the help text
+    already says what the default is, and never for ``None`` or an unset switch (``False``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def common_parser() -> argparse.ArgumentParser:
     """Data, backbone, precision, distributed and checkpoint flags (a parent parser, no ``-h``)."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -40,9 +51,19 @@ def common_parser() -> argparse.ArgumentParser:
     model.add_argument("--width", type=int, default=None, help="base width of the ResNet (default: 64)")
     model.add_argument("--cifar_stem", action="store_true", help="3x3 stride-1 stem without max-pool")
     speed = parser.add_argument_group("precision and speed")
-    speed.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
+    speed.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="autocast precision; auto: bf16 on a GPU or CPU with native bf16, else fp32",
+    )
     speed.add_argument("--channels_last", action="store_true", help="channels-last memory format")
     speed.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    speed.add_argument(
+        "--no_malloc_tuning",
+        action="store_true",
+        help="keep glibc's malloc thresholds (by default freed memory stays in the process: fewer page faults)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="seed of every random generator")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")

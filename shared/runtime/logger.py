@@ -18,11 +18,24 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of the record (a redirected or captured stdout too),
+    not to the stream that was current when the logger was first made."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger(name: str = "selfsup", is_main: bool = True) -> logging.Logger:
     """A console logger; non-main ranks only print warnings and errors."""
     logger = logging.getLogger(name)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.propagate = False

@@ -1,9 +1,17 @@
-"""Loss and accuracy plots (matplotlib, the ``plot`` extra), drawn off-screen to PNG files."""
+"""Loss and accuracy plots (matplotlib, the ``plot`` extra), drawn off-screen to PNG files.
+
+matplotlib is optional: :func:`plot_curves` raises ``ImportError`` without it, and trainers call
+:func:`plot_curves_if_available`, which skips the PNG with one warning so that a finished run never fails
+for want of a plot.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+_warned_missing = False
 
 
 def _pyplot():
@@ -43,3 +51,21 @@ def plot_curves(
     fig.savefig(out_path)
     plt.close(fig)
     return out_path
+
+
+def plot_curves_if_available(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    out_path: str | Path,
+    *,
+    logger: logging.Logger,
+    **labels: str,
+) -> Path | None:
+    """:func:`plot_curves`, or ``None`` with a one-time warning when matplotlib is not installed."""
+    global _warned_missing
+    try:
+        return plot_curves(curves, out_path, **labels)
+    except ImportError as err:
+        if not _warned_missing:
+            logger.warning("%s; %s is not drawn (the run is not affected)", err, out_path)
+            _warned_missing = True
+        return None

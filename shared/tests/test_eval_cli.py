@@ -271,3 +271,34 @@ def test_cmc_checkpoint_single_stream_in_its_recorded_colour_space(tmp_path, cap
     assert result["input"]["color_space"] == "ycbcr" and result["input"]["mean"][0] == 116.151
     assert result["probe"]["feature_dim"] == 128  # one stream's conv5 at 64 px: 128 x 1 x 1
     assert result["top1"] > 20.0  # digits are grey: all their information is in Y (CbCr is constant)
+
+
+def test_a_corrupt_image_is_a_one_line_error_naming_the_file(nets, tmp_path, capsys):
+    from PIL import Image
+
+    online, _ = nets
+    checkpoint = tmp_path / "tv.pth"
+    torch.save(online.state_dict(), checkpoint)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    broken = tmp_path / "data" / "val" / "b" / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    argv = ["knn", "--checkpoint", str(checkpoint), "--dataset", "imagefolder", "--dataset_root"]
+    argv += [
+        str(tmp_path / "data"),
+        "--resize",
+        "16",
+        "--crop",
+        "16",
+        "--k",
+        "3",
+        "--output",
+        str(tmp_path / "r.json"),
+    ]
+    code, _, stderr = _run(argv, capsys)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and str(broken) in stderr and "Traceback" not in stderr

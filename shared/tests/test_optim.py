@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.shared.optim.optimizers import LARS, build_optimizer, is_bias_or_norm, split_param_groups
+from selfsup.shared.optim.optimizers import (
+    LARS,
+    build_optimizer,
+    fused_supported,
+    is_bias_or_norm,
+    split_param_groups,
+)
 
 # A 2x2 weight with ||w|| = sqrt(1 + 4 + 4 + 16) = 5 and a gradient with ||g|| = sqrt(0.09 + 0.16) = 0.5.
 W0 = [[1.0, 2.0], [2.0, 4.0]]
@@ -167,3 +173,171 @@ def test_lars_and_larc_treat_a_bias_differently() -> None:
 
     torch.testing.assert_close(bias_after("lars"), torch.tensor([0.9, -2.05]).double())  # plain SGD
     assert not torch.allclose(bias_after("larc"), torch.tensor([0.9, -2.05]).double())  # adapted
+
+
+# ----------------------------------------------------------------------------- fused SGD / AdamW, foreach LARS
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    # no conv bias: BN cancels its gradient to rounding noise, which Adam would normalise into full steps
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5)
+    )
+
+
+def _train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 6) -> None:
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(4, 3, 8, 8, generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+        optimizer.step()
+
+
+def _assert_same_parameters(a: nn.Module, b: nn.Module, **tol: float) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, msg=name, **tol)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_sgd_takes_the_same_steps_as_the_foreach_path(nesterov: bool) -> None:
+    fused_net, plain_net = _net(), _net()
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov)
+    fused = build_optimizer("sgd", split_param_groups(fused_net, 1e-3), **kw)
+    plain = build_optimizer("sgd", split_param_groups(plain_net, 1e-3), fused=False, **kw)
+    if fused_supported(torch.optim.SGD, list(fused_net.parameters())):
+        assert all(g["fused"] for g in fused.param_groups)  # the default on a device with fused kernels
+    assert not any(g.get("fused") for g in plain.param_groups)
+    _train(fused_net, fused)
+    _train(plain_net, plain)
+    _assert_same_parameters(fused_net, plain_net, rtol=1e-6, atol=1e-7)
+    for p, q in zip(fused_net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(
+            fused.state[p]["momentum_buffer"], plain.state[q]["momentum_buffer"], rtol=1e-6, atol=1e-7
+        )
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_foreach_path() -> None:
+    fused_net, plain_net = _net(), _net()
+    fused = build_optimizer("adamw", fused_net.parameters(), lr=1e-2, weight_decay=0.05)
+    plain = build_optimizer("adamw", plain_net.parameters(), lr=1e-2, weight_decay=0.05, fused=False)
+    _train(fused_net, fused)
+    _train(plain_net, plain)
+    _assert_same_parameters(fused_net, plain_net, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_is_not_forced_where_torch_has_no_kernel(monkeypatch) -> None:
+    from selfsup.shared.optim import optimizers
+
+    monkeypatch.setattr(optimizers, "_fused_devices", lambda: frozenset({"cuda"}))  # as if CPU had none
+    params = list(_net().parameters())
+    assert not fused_supported(torch.optim.SGD, params)
+    sgd = build_optimizer("sgd", params, lr=0.1)
+    assert not sgd.param_groups[0]["fused"]
+    with pytest.raises(ValueError, match="fused SGD is not available"):
+        build_optimizer("sgd", params, lr=0.1, fused=True)
+    with pytest.raises(ValueError, match="no fused kernel"):
+        build_optimizer("lars", params, lr=0.1, fused=True)
+
+
+class _ReferenceLARS(LARS):
+    """The per-parameter loop LARS.step was before it became foreach passes: the reference for the maths."""
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad
+                if not self._excluded(group, p):
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(d)
+                    ratio = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+                    if group["clip"]:
+                        ratio = torch.clamp(ratio / lr, max=1.0) if lr > 0 else torch.ones_like(ratio)
+                    adapt = (w_norm > 0) & (g_norm > 0)
+                    d = torch.where(adapt, (d + wd * p) * ratio, d)
+                if momentum != 0:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = d.clone()
+                    else:
+                        buf.mul_(momentum).add_(d)
+                    d = buf
+                p.add_(d, alpha=-lr)
+
+
+def _lars_params(seed: int) -> list[nn.Parameter]:
+    """Mixed shapes and dtypes (two foreach buckets), a zero tensor, a zero-gradient tensor, a missing grad."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [
+        nn.Parameter(torch.randn(6, 3, 3, 3, generator=gen)),
+        nn.Parameter(torch.randn(6, generator=gen)),
+        nn.Parameter(torch.randn(4, 5, generator=gen, dtype=torch.float64)),
+        nn.Parameter(torch.zeros(5, 2)),  # ||w|| = 0: not adapted, not decayed
+        nn.Parameter(torch.randn(3, generator=gen)),  # ||g|| = 0 below
+        nn.Parameter(torch.randn(2, 2, generator=gen)),  # no gradient: skipped
+    ]
+    return params
+
+
+def _lars_grads(params: list[nn.Parameter], step: int) -> None:
+    gen = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        if i == 5:
+            p.grad = None
+        elif i == 4:
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+
+
+@pytest.mark.parametrize(
+    ("clip", "lr", "momentum", "exclude"),
+    [
+        (False, 0.5, 0.9, None),
+        (True, 0.5, 0.9, is_bias_or_norm),
+        (True, 1e-4, 0.9, None),
+        (True, 0.0, 0.9, is_bias_or_norm),
+        (False, 0.3, 0.0, is_bias_or_norm),
+    ],
+)
+def test_foreach_lars_step_matches_the_per_parameter_reference(clip, lr, momentum, exclude) -> None:
+    fast_params, ref_params = _lars_params(0), _lars_params(0)
+
+    def groups(params):
+        return [
+            {"params": params[:3], "weight_decay": 0.1},
+            {"params": params[3:5], "weight_decay": 0.05},
+            {"params": params[5:], "lars_exclude": True},
+        ]
+
+    kw = dict(lr=lr, momentum=momentum, eta=0.02, clip=clip, exclude_from_adaptation=exclude)
+    fast, ref = LARS(groups(fast_params), **kw), _ReferenceLARS(groups(ref_params), **kw)
+    for step in range(4):
+        _lars_grads(fast_params, step)
+        _lars_grads(ref_params, step)
+        fast.step()
+        ref.step()
+        for i, (p, q) in enumerate(zip(fast_params, ref_params)):
+            assert p.dtype == q.dtype
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=f"step {step} param {i}")
+    for p, q in zip(fast_params, ref_params):
+        assert ("momentum_buffer" in fast.state[p]) == ("momentum_buffer" in ref.state[q])
+        if "momentum_buffer" in ref.state[q]:
+            torch.testing.assert_close(fast.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"])
+    assert fast_params[5].grad is None and torch.equal(fast_params[5], ref_params[5])
+
+
+def test_lars_momentum_buffer_is_a_copy_not_the_gradient() -> None:
+    p = _param([1.0, -2.0], [0.2, 0.1])
+    opt = LARS([{"params": [p], "lars_exclude": True}], lr=0.5)
+    opt.step()
+    buf = opt.state[p]["momentum_buffer"]
+    assert buf.data_ptr() != p.grad.data_ptr()
+    p.grad.zero_()
+    torch.testing.assert_close(buf, torch.tensor([0.2, 0.1], dtype=torch.float64))

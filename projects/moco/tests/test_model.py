@@ -13,19 +13,54 @@ def tiny_moco(**kwargs) -> MoCo:
     return MoCo(build_backbone("resnet18", width=4, cifar_stem=True), **defaults)
 
 
+class OriginalQueue:
+    """eveningglow/MoCo's queue, line for line: a plain tensor, initialised from the collected key batches
+    (``torch.cat``), and after every step ``queue = torch.cat([k, queue[:K - N]], dim=0)``."""
+
+    def __init__(self, init_batches: list[torch.Tensor], num_keys: int) -> None:
+        self.queue = torch.cat(init_batches, dim=0)[:num_keys]
+        self.num_keys = num_keys
+
+    def update(self, k: torch.Tensor) -> None:
+        self.queue = torch.cat([k, self.queue[: self.num_keys - k.shape[0]]], dim=0)
+
+
+def test_ordered_queue_equals_the_original_queue_update_across_the_wrap_around():
+    num_keys, dim = 12, 8
+    model = tiny_moco(num_keys=num_keys, dim=dim)
+    generator = torch.Generator().manual_seed(0)
+    init = [torch.randn(5, dim, generator=generator) for _ in range(3)]  # 15 keys collected, 12 kept
+    original = OriginalQueue(init, num_keys)
+    model.init_queue(torch.cat(init))
+    assert torch.equal(model.ordered_queue(), original.queue)
+    # batch sizes that do not divide K (the last batch of an epoch is smaller), so batches straddle the end
+    for step, n in enumerate([5, 5, 3, 5, 4, 5, 1, 5, 5, 2, 5, 12]):
+        k = torch.randn(n, dim, generator=generator)
+        model.enqueue(k)
+        original.update(k)
+        assert torch.equal(model.ordered_queue(), original.queue), step
+    assert model.queue.shape == (num_keys, dim)
+
+
 def test_queue_is_fifo_and_wraps_around():
     model = tiny_moco(num_keys=5)
     model.queue.zero_()
     model.enqueue(torch.full((2, 8), 1.0))
     model.enqueue(torch.full((2, 8), 2.0))
-    assert int(model.queue_ptr) == 4
-    model.enqueue(torch.full((3, 8), 3.0))  # wraps: slot 4, then slots 0 and 1
-    assert int(model.queue_ptr) == 2
-    assert model.queue[:, 0].tolist() == [3.0, 3.0, 2.0, 2.0, 3.0]
-    # newest first, like the original's cat([k, queue[:K-N]])
-    assert model.ordered_queue()[:, 0].tolist() == [3.0, 3.0, 3.0, 2.0, 2.0]
-    model.enqueue(torch.arange(7.0).unsqueeze(1).expand(7, 8))  # larger than the queue: keeps the last 5
-    assert model.queue[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert int(model.queue_ptr) == 1  # the newest batch starts here (the ring is written backwards)
+    model.enqueue(torch.arange(3.0, 6.0).unsqueeze(1).expand(3, 8))  # slots 3, 4 and 0 (wraps)
+    assert int(model.queue_ptr) == 3
+    assert model.queue[:, 0].tolist() == [
+        5.0,
+        2.0,
+        2.0,
+        3.0,
+        4.0,
+    ]  # one key of batch 1 is left; the other is gone
+    # newest batch first, each batch in its own order: the original's cat([k, queue[:K-N]])
+    assert model.ordered_queue()[:, 0].tolist() == [3.0, 4.0, 5.0, 2.0, 2.0]
+    model.enqueue(torch.arange(7.0).unsqueeze(1).expand(7, 8))  # larger than the queue: its first 5
+    assert model.ordered_queue()[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_momentum_update_blends_parameters_and_bn_buffers():

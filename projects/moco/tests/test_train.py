@@ -57,6 +57,23 @@ def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_args):
     assert (out / "config.json").is_file() and (out / "loss" / "loss.png").is_file()
 
 
+def assert_same_rng(a: dict, b: dict) -> None:
+    assert torch.equal(a["torch"], b["torch"])
+    assert torch.equal(a["numpy"]["keys"], b["numpy"]["keys"]) and a["numpy"]["pos"] == b["numpy"]["pos"]
+    assert a["python"] == b["python"]
+
+
+def test_seed_fixes_python_numpy_and_torch_states(tmp_path, tiny_args):
+    """Two runs with the same flags save the same RNG states (all three); another --seed saves others."""
+    ckpts = []
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        out = run(tmp_path / name, [*tiny_args, "--seed", seed], "--max_iters", "2")
+        ckpts.append(torch.load(out / "weight" / "ckpt_last.pkl", weights_only=True)["rng"])
+    assert_same_rng(ckpts[0], ckpts[1])
+    assert not torch.equal(ckpts[0]["numpy"]["keys"], ckpts[2]["numpy"]["keys"])
+    assert ckpts[0]["python"] != ckpts[2]["python"]
+
+
 def test_resume_is_bitwise_identical_across_an_epoch_boundary(tmp_path, tiny_args):
     # digits train split: 1347 images = 43 iterations of 32; stop at 20, resume to 50 (epoch 1, iteration 7)
     # shuffle BN draws a permutation from the global RNG every step: the RNG state must resume exactly too
@@ -75,6 +92,7 @@ def test_resume_is_bitwise_identical_across_an_epoch_boundary(tmp_path, tiny_arg
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
     assert torch.equal(a["queue"], b["queue"]) and a["queue_ptr"] == b["queue_ptr"]
+    assert_same_rng(a["rng"], b["rng"])
     assert losses(straight) == losses(resumed)
     assert (straight / "weight" / "ckpt_0.pkl").is_file()  # epoch checkpoint, original naming
 
