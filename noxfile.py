@@ -11,7 +11,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "shared", "moco", "transfer", "e2e"]
+nox.options.sessions = ["lint", "shared", "moco", "cmc", "transfer", "e2e"]
 nox.options.error_on_missing_interpreters = False
 
 PYTEST = ("python", "-m", "pytest", "-q", "-m", "not slow")
@@ -34,6 +34,12 @@ def shared(session: nox.Session) -> None:
 def moco(session: nox.Session) -> None:
     """projects/moco: model, loss, trainer, resume, torchrun, CLI errors."""
     session.run(*PYTEST, "projects/moco/tests", *session.posargs)
+
+
+@nox.session
+def cmc(session: nox.Session) -> None:
+    """projects/cmc: views, encoders, memory banks, NCE, Image Mixture, trainers, resume, torchrun."""
+    session.run(*PYTEST, "projects/cmc/tests", *session.posargs)
 
 
 @nox.session

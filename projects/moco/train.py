@@ -11,7 +11,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -43,7 +42,8 @@ from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import LRSchedule, apply_lr
 from selfsup.shared.runtime.config import freeze, run_record, save_run_config
 from selfsup.shared.runtime.cpu import tune_malloc
-from selfsup.shared.runtime.logger import MetricLogger, get_logger, progress, read_csv_log
+from selfsup.shared.runtime.logger import MetricLogger, get_logger, read_csv_log
+from selfsup.shared.runtime.loop import LoopSpec, run_epochs
 from selfsup.shared.runtime.plotting import plot_curves_if_available
 from selfsup.shared.runtime.precision import (
     autocast,
@@ -52,7 +52,6 @@ from selfsup.shared.runtime.precision import (
     prepare_model,
     resolve_precision,
 )
-from selfsup.shared.runtime.preemption import PreemptionGuard
 from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 
 EXPORT = {
@@ -315,7 +314,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     )
     last_path = weight_dir / "ckpt_last.pkl"
 
-    def save(path: Path, epoch: int, iteration: int) -> Path:
+    def save(path: Path, epoch: int, iteration: int, step: int) -> Path:
         if env.is_main:
             state = checkpoint_state(
                 model, optimizer, scaler, epoch=epoch, iteration=iteration, step=step, record=record
@@ -323,74 +322,61 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
             atomic_save(state, path)
         return path
 
-    saved = last_path
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    with PreemptionGuard() as guard:
-        for epoch in range(start_epoch, args.max_epoch):
-            sampler.set_epoch(epoch)
-            seeded.set_epoch(epoch)
-            first = start_iter if epoch == start_epoch else 0
-            sampler.set_start(first * per_rank_batch)
-            apply_lr(optimizer, schedule.lr_at(epoch, 0))
-            model.train()
-            window_loss, window_iters, window_n, window_t = 0.0, 0, 0, time.perf_counter()
-            bar = progress(
-                loader, total=len(loader), desc=f"epoch {epoch}", enabled=env.is_main and not args.no_progress
-            )
-            for iteration, (views, _) in enumerate(bar, start=first):
-                x_q = views[0].to(env.device, non_blocking=True, memory_format=memory_format)
-                x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
-                loss = train_step(runner, model, optimizer, scaler, x_q, x_k, precision=precision)
-                step += 1
-                window_loss = window_loss + loss  # stays on the device: no host sync per step
-                window_iters += 1
-                window_n += x_q.shape[0] * env.world_size
-                if step % args.log_every == 0 or iteration + 1 == iters_per_epoch:
-                    elapsed = time.perf_counter() - window_t
-                    mean_loss = float(window_loss) / window_iters
-                    lr = optimizer.param_groups[0]["lr"]
-                    metrics.log(step, epoch=epoch, loss=mean_loss, lr=lr, images_per_s=window_n / elapsed)
-                    log.info(
-                        "epoch %d iter %d step %d loss %.4f lr %.4g %.1f img/s",
-                        epoch,
-                        iteration,
-                        step,
-                        mean_loss,
-                        lr,
-                        window_n / elapsed,
-                    )
-                    window_loss, window_iters, window_n, window_t = 0.0, 0, 0, time.perf_counter()
-                if env.is_main and args.plot_iter and step % args.plot_iter == 0:
-                    plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
-                done_epoch = iteration + 1 == iters_per_epoch
-                if args.ckpt_interval and step % args.ckpt_interval == 0 and not done_epoch:
-                    saved = save(last_path, epoch, iteration + 1)
-                if guard.should_stop():
-                    saved = save(last_path, epoch + done_epoch, 0 if done_epoch else iteration + 1)
-                    log.warning(
-                        "signal %s: checkpoint %s written at step %d; exiting", guard.received, saved, step
-                    )
-                    guard.requeue_if_slurm()
-                    metrics.close()
-                    cleanup()
-                    return saved
-                if args.max_iters and step >= args.max_iters:
-                    saved = save(last_path, epoch + done_epoch, 0 if done_epoch else iteration + 1)
-                    log.info("--max_iters %d reached; checkpoint %s", args.max_iters, saved)
-                    metrics.close()
-                    if env.is_main:
-                        plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
-                    cleanup()
-                    return saved
-            if epoch % args.save_weight_epoch == 0 or epoch + 1 == args.max_epoch:
-                saved = save(weight_dir / f"ckpt_{epoch}.pkl", epoch + 1, 0)
-            else:
-                saved = save(last_path, epoch + 1, 0)
+
+    def step_fn(batch) -> tuple[dict[str, torch.Tensor], int]:
+        views, _ = batch
+        x_q = views[0].to(env.device, non_blocking=True, memory_format=memory_format)
+        x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
+        return {
+            "loss": train_step(runner, model, optimizer, scaler, x_q, x_k, precision=precision)
+        }, x_q.shape[0]
+
+    def on_epoch_start(epoch: int) -> None:
+        apply_lr(optimizer, schedule.lr_at(epoch, 0))
+        model.train()
+
+    def save_epoch(epoch: int, step: int) -> Path:
+        if epoch % args.save_weight_epoch == 0 or epoch + 1 == args.max_epoch:
+            return save(weight_dir / f"ckpt_{epoch}.pkl", epoch + 1, 0, step)
+        return save(last_path, epoch + 1, 0, step)
+
+    def after_step(step: int) -> None:
+        if env.is_main and args.plot_iter and step % args.plot_iter == 0:
+            plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
+
+    spec = LoopSpec(
+        start_epoch=start_epoch,
+        start_iter=start_iter,
+        start_step=step,
+        max_epoch=args.max_epoch,
+        per_rank_batch=per_rank_batch,
+        iters_per_epoch=iters_per_epoch,
+        world_size=env.world_size,
+        log_every=args.log_every,
+        ckpt_interval=args.ckpt_interval,
+        max_iters=args.max_iters,
+        show_progress=env.is_main and not args.no_progress,
+    )
+    result = run_epochs(
+        spec,
+        loader=loader,
+        sampler=sampler,
+        epoch_aware=[seeded],
+        train_step=step_fn,
+        on_epoch_start=on_epoch_start,
+        save_last=lambda epoch, iteration, step: save(last_path, epoch, iteration, step),
+        save_epoch=save_epoch,
+        optimizer=optimizer,
+        metrics=metrics,
+        log=log,
+        after_step=after_step,
+    )
     metrics.close()
-    if env.is_main:
+    if env.is_main and result.stopped_by != "signal":
         plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
     cleanup()
-    return saved
+    return result.checkpoint or last_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,24 +5,25 @@
 (resnet18/34/50/50w2), ``layer1.0.conv1`` gives the base width, ``conv1`` gives the input channels and the
 stem (3x3 = CIFAR stem, 7x7 = ImageNet stem).
 
-One ResNet family does not fit ``BackboneConfig``: CMC's ``resnet50v1``/``v3`` and its InsDis ``resnet50x2``
-keep a 64-channel stem whatever the stage width (``specs/cmc.md`` §2.2), so their ``conv1``/``bn1`` and the
-first block of ``layer1`` differ from a torchvision ResNet of that width. ``infer_backbone_layout`` reports
-such a stem as ``BackboneLayout.stem_width`` and ``build_backbone_for_layout`` builds it (torchvision keys,
-torchvision Bottleneck/BasicBlock blocks; only the stem width changes).
+CMC's ``resnet50v1``/``v3`` and its InsDis ``resnet50x2``/``x4`` keep a 64-channel stem whatever the stage
+width (``specs/cmc.md`` §2.2), so their ``conv1``/``bn1`` and the first block of ``layer1`` differ from a
+torchvision ResNet of that width. ``infer_backbone_layout`` reports such a stem as
+``BackboneLayout.stem_width`` (the inferred ``config`` keeps ``stem_width=None``) and
+``build_backbone_for_layout`` builds it with ``build_backbone(..., stem_width=...)``, the builder the CMC
+trainers use too. ``BackboneLayout.to_config()`` folds the stem width into one ``BackboneConfig``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF, build_cmc_alexnet_half
-from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig, ResNet, build_backbone
+from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig, build_backbone
 
 _RESNET_KEY = re.compile(
     r"(conv1\.weight"
@@ -57,10 +58,25 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 
 @dataclass(frozen=True)
 class BackboneLayout:
-    """A ``BackboneConfig`` plus the stem width when it differs from the base width (CMC's ResNets)."""
+    """A ``BackboneConfig`` plus the stem width when it differs from the base width (CMC's ResNets).
+
+    Shape inference leaves ``config.stem_width`` unset and reports the stem here; a config that sets
+    ``stem_width`` itself (a selfsup checkpoint's ``backbone`` entry) fills ``stem_width`` in.
+    """
 
     config: BackboneConfig
     stem_width: int | None = None
+
+    def __post_init__(self) -> None:
+        own = self.config.stem_width
+        if own is not None and self.stem_width is not None and own != self.stem_width:
+            raise ValueError(f"stem_width {self.stem_width} contradicts the config's stem_width {own}")
+        if self.stem_width is None and own is not None:
+            object.__setattr__(self, "stem_width", own)
+
+    def to_config(self) -> BackboneConfig:
+        """One ``BackboneConfig`` that rebuilds this layout, ``stem_width`` included."""
+        return replace(self.config, stem_width=self.stem_width)
 
     def describe(self) -> str:
         cfg = self.config
@@ -139,32 +155,19 @@ def infer_backbone_layout(state_dict: Mapping[str, torch.Tensor]) -> BackboneLay
 def infer_backbone_config(state_dict: Mapping[str, torch.Tensor]) -> BackboneConfig:
     """The ``BackboneConfig`` that rebuilds these torchvision-keyed weights (see ``infer_backbone_layout``).
 
-    Raises ``UnsupportedArchitectureError`` for weights ``BackboneConfig`` cannot describe, such as CMC's
-    ResNets whose 64-channel stem differs from their stage width; ``load_backbone`` builds those.
+    Raises ``UnsupportedArchitectureError`` for weights with a stem narrower or wider than their stages (CMC's
+    ResNets), so a caller that only compares names and widths cannot mistake them for a torchvision ResNet;
+    ``infer_backbone_layout(...).to_config()`` describes them, and ``load_backbone`` builds them.
     """
     layout = infer_backbone_layout(state_dict)
     if layout.stem_width is not None:
         raise UnsupportedArchitectureError(
             f"the stem has {layout.stem_width} channels but the stages have base width "
             f"{layout.config.width or ARCHITECTURES[layout.config.name][2]} (CMC resnet50v1/v3 or InsDis "
-            "resnet50x2 layout, whose stem stays 64 channels); BackboneConfig cannot describe it: use "
-            "infer_backbone_layout() and build_backbone_for_layout(), or load_backbone()"
+            "resnet50x2 layout, whose stem stays 64 channels): use infer_backbone_layout(...).to_config() "
+            "for a BackboneConfig with stem_width, or load_backbone()"
         )
     return layout.config
-
-
-def _first_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int) -> nn.Sequential:
-    """``layer1`` fed by a stem of ``inplanes`` channels (torchvision block layout, stride 1)."""
-    expansion = block.expansion  # type: ignore[attr-defined]
-    downsample = None
-    if inplanes != planes * expansion:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * expansion, kernel_size=1, bias=False),
-            nn.BatchNorm2d(planes * expansion),
-        )
-    stage = [block(inplanes, planes, 1, downsample)]
-    stage += [block(planes * expansion, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*stage)
 
 
 def build_backbone_for_layout(layout: BackboneLayout) -> nn.Module:
@@ -172,43 +175,10 @@ def build_backbone_for_layout(layout: BackboneLayout) -> nn.Module:
     cfg = layout.config
     if cfg.name == CMC_ALEXNET_HALF:
         return build_cmc_alexnet_half(cfg.in_channels)
-    model: ResNet = build_backbone(
-        cfg.name, width=cfg.width, cifar_stem=cfg.cifar_stem, in_channels=cfg.in_channels
+    return build_backbone(
+        cfg.name,
+        width=cfg.width,
+        cifar_stem=cfg.cifar_stem,
+        in_channels=cfg.in_channels,
+        stem_width=layout.stem_width,
     )
-    if layout.stem_width is not None:
-        block, layers, default_width = ARCHITECTURES[cfg.name]
-        kernel, stride, padding = (3, 1, 1) if cfg.cifar_stem else (7, 2, 3)
-        model.conv1 = nn.Conv2d(cfg.in_channels, layout.stem_width, kernel, stride, padding, bias=False)
-        model.bn1 = nn.BatchNorm2d(layout.stem_width)
-        model.layer1 = _first_stage(block, layout.stem_width, cfg.width or default_width, layers[0])
-    return model
-
-
-class TwoStreamBackbone(nn.Module):
-    """CMC's two-stream encoder: split the input channels, run one backbone per split, concatenate features.
-
-    For a CMC Lab model, ``streams`` is ``{"l_to_ab": <1-channel net>, "ab_to_l": <2-channel net>}`` and the
-    input is a normalised 3-channel Lab (or YCbCr) tensor ``[N, 3, H, W]``: channel 0 (L or Y) goes to
-    ``l_to_ab``, channels 1-2 (ab or CbCr) to ``ab_to_l``. ``forward`` returns ``[N, sum(feature_dim)]``
-    with the L-stream features first, the order CMC's ``LinearProbing.py`` concatenates them in.
-    """
-
-    def __init__(self, streams: Mapping[str, nn.Module], channels: Sequence[int]) -> None:
-        super().__init__()
-        if len(streams) != len(channels):
-            raise ValueError(f"{len(streams)} streams but {len(channels)} channel counts")
-        for name, module in streams.items():
-            self.add_module(name, module)
-        self.stream_names = tuple(streams)
-        self.channels = tuple(int(c) for c in channels)
-        self.in_channels = sum(self.channels)
-        self.feature_dim = sum(int(module.feature_dim) for module in streams.values())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels split as {list(self.channels)} across "
-                f"{list(self.stream_names)}, got a tensor of shape {list(x.shape)}"
-            )
-        parts = torch.split(x, list(self.channels), dim=1)
-        return torch.cat([getattr(self, name)(part) for name, part in zip(self.stream_names, parts)], dim=1)

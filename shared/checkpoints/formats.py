@@ -30,7 +30,6 @@ from torch import nn
 
 from selfsup.shared.checkpoints.backbone_layout import (
     BackboneLayout,
-    TwoStreamBackbone,
     UnsupportedArchitectureError,
     build_backbone_for_layout,
     infer_backbone_config,
@@ -53,6 +52,7 @@ from selfsup.shared.checkpoints.layouts import FORMATS, get_format
 from selfsup.shared.checkpoints.reading import file_sha256, load_checkpoint_file
 from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF
 from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 __all__ = [
     "FORMATS",

@@ -7,6 +7,7 @@ describes each file key by key). Detection rules are chosen so that no two forma
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -49,6 +50,16 @@ def _import_selfsup(ckpt: Mapping[str, Any], branch: str, view: str | None) -> F
             f"{SELFSUP_FORMAT_VERSION} (upgrade selfsup to read newer files)"
         )
     export, backbone = ckpt.get("export"), ckpt.get("backbone")
+    if isinstance(export, Mapping) and "original_format" in export:
+        # the trainer kept the original repository's layout (e.g. CMC's two streams): import it as that format
+        original = export["original_format"]
+        if original not in FORMATS or original == "selfsup":
+            raise ValueError(f"selfsup checkpoint: export names an unknown original format {original!r}")
+        result = FORMATS[original].run(ckpt, branch=branch, view=view)
+        note = f"selfsup checkpoint of project {ckpt.get('project')!r} in the original {original!r} layout"
+        return dataclasses.replace(result, notes=[note, *result.notes])
+    if view is not None:
+        raise ValueError(f"view={view!r} applies to CMC two-stream checkpoints only")
     if (
         not isinstance(export, Mapping)
         or "state_dict_location" not in export
@@ -318,6 +329,7 @@ FORMATS: dict[str, CheckpointFormat] = {
             _detect_selfsup,
             _import_selfsup,
             branches=BRANCHES,
+            views=CMC_VIEWS,
         ),
         CheckpointFormat(
             "moco_official",

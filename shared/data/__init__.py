@@ -4,9 +4,14 @@
 * :mod:`.imagefolder` - ImageNet-style folders with corrupt-image reporting and skipping;
 * :mod:`.torchvision_sets`, :mod:`.digits`, :mod:`.arrays` - the other dataset sources;
 * :mod:`.transforms` - the papers' augmentation recipes and multi-view wrappers;
+* :mod:`.colorspace` - CMC's Lab / YCbCr views (NumPy and batched torch conversions, normalisation);
+* :mod:`.mixtures` - image mixtures: Un-Mix's batch-level mixup/CutMix pieces and the per-item seeded
+  Image-Mixture, Cutout and Random Erasing dataset wrappers (``--IM_type``);
+* :mod:`.instances` - items followed by their instance index (memory-bank methods);
 * :mod:`.sampling` - resumable sampler, per-item seeded augmentation and the DataLoader factory.
 """
 
+from selfsup.shared.data.colorspace import COLOR_NORMALIZATION, ColorSpaceToTensor, rgb_to_view_tensor
 from selfsup.shared.data.datasets import (
     DATASET_NAMES,
     DatasetInfo,
@@ -15,6 +20,7 @@ from selfsup.shared.data.datasets import (
     dataset_splits,
 )
 from selfsup.shared.data.imagefolder import CorruptImageError, ImageFolderDataset, verify_images
+from selfsup.shared.data.mixtures import IMAGE_MIXTURES, build_image_mixture
 from selfsup.shared.data.sampling import ResumableSampler, SeededTransformDataset, build_loader, mix_seed
 from selfsup.shared.data.transforms import (
     NORMALIZATION,
@@ -27,8 +33,11 @@ from selfsup.shared.data.transforms import (
 )
 
 __all__ = [
+    "COLOR_NORMALIZATION",
     "DATASET_NAMES",
+    "IMAGE_MIXTURES",
     "NORMALIZATION",
+    "ColorSpaceToTensor",
     "CorruptImageError",
     "DatasetInfo",
     "ImageFolderDataset",
@@ -37,6 +46,7 @@ __all__ = [
     "SeededTransformDataset",
     "TwoCropsTransform",
     "build_dataset",
+    "build_image_mixture",
     "build_loader",
     "dataset_info",
     "dataset_splits",
@@ -45,5 +55,6 @@ __all__ = [
     "moco_eveningglow_transform",
     "moco_official_v1_transform",
     "moco_v2_transform",
+    "rgb_to_view_tensor",
     "verify_images",
 ]

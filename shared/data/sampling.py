@@ -170,6 +170,14 @@ class SeededTransformDataset(Dataset):
             item_seed = mix_seed(self.seed, epoch, index)
         else:
             item_seed = self.item_seed(index)
+        return self.item_with_seed(index, item_seed)
+
+    def item_with_seed(self, index: int, item_seed: int) -> tuple[Any, int]:
+        """Item ``index`` with its augmentation drawn under ``item_seed`` instead of ``(seed, epoch, index)``.
+
+        ``self[i]`` is ``item_with_seed(i, item_seed(i))``; another seed gives a fresh augmentation of the same
+        image (e.g. a mixing partner, :mod:`.mixtures`), with the same guarantees (global RNGs untouched).
+        """
         image, target = self.dataset[index]
         python_state = random.getstate()
         numpy_state = np.random.get_state()

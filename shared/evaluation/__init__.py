@@ -9,7 +9,8 @@ Python API (the CLI ``selfsup-eval`` is :mod:`.cli`):
 * :func:`knn_accuracy`, :class:`FeatureCache`, :func:`extract_features` and :func:`write_report` are the
   building blocks.
 
-Modules: :mod:`.configs` (one frozen configuration per protocol), :mod:`.presets` (values), :mod:`.inputs` and :mod:`.colorspace` (image pipelines), :mod:`.probes`
+Modules: :mod:`.configs` (one frozen configuration per protocol), :mod:`.presets` (values), :mod:`.inputs`
+(image pipelines; CMC's colour views come from :mod:`selfsup.shared.data.colorspace`), :mod:`.probes`
 (which feature), :mod:`.features` (extraction and cache), :mod:`.knn`, :mod:`.linear`, :mod:`.semisup`,
 :mod:`.subsets` (labelled subsets), :mod:`.engine` (schedules, metrics, resume), :mod:`.results`,
 :mod:`.report`, :mod:`.api`, :mod:`.cli`. See ``docs/evaluation.md``.

@@ -23,7 +23,6 @@ from typing import Any
 
 from torch import nn
 
-from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
 from selfsup.shared.checkpoints.formats import file_sha256, load_backbone, load_checkpoint_file
 from selfsup.shared.checkpoints.io import epoch_of_checkpoint_name
 from selfsup.shared.evaluation.knn import run_knn
@@ -31,6 +30,7 @@ from selfsup.shared.evaluation.linear import run_linear
 from selfsup.shared.evaluation.presets import resolve_config
 from selfsup.shared.evaluation.probes import ChannelSlice
 from selfsup.shared.evaluation.semisup import run_semisup
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 __all__ = ["PROTOCOLS", "evaluate_checkpoint", "load_for_evaluation"]
 

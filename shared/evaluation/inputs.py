@@ -11,7 +11,7 @@ Train pipelines (``train_aug``):
 Test pipeline: Resize(``resize``) -> CenterCrop(``crop``). Both end with the tensor conversion: RGB scaled to
 [0, 1] and normalised with ``normalization`` (a name of :data:`selfsup.shared.data.NORMALIZATION`, ``dataset``
 for the dataset's own statistics, or another dataset's name), or CMC's Lab/YCbCr view
-(:mod:`.colorspace`) when ``color_space`` is not ``rgb``.
+(:mod:`selfsup.shared.data.colorspace`) when ``color_space`` is not ``rgb``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from selfsup.shared.evaluation.colorspace import COLOR_NORMALIZATION, ColorSpaceToTensor
+from selfsup.shared.data.colorspace import COLOR_NORMALIZATION, ColorSpaceToTensor
 
 __all__ = ["build_transforms", "normalization_constants"]
 

@@ -17,7 +17,7 @@ Layer names: ``pool`` (default) is the backbone's ``forward_features`` vector (R
 ==========  ===========================  ===========================
 
 (specs ``cmc.md`` §8; the pooling is adaptive, so other input sizes keep these output sides). A
-:class:`~selfsup.shared.checkpoints.backbone_layout.TwoStreamBackbone` (CMC's L and ab encoders) is probed per stream
+:class:`~selfsup.shared.models.two_stream.TwoStreamBackbone` (CMC's L and ab encoders) is probed per stream
 (channel 0 to the L stream, channels 1-2 to the ab stream) and the features are concatenated, L first, as
 CMC's ``LinearProbing.py`` does.
 """
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 __all__ = ["CMC_LAYERS", "ChannelSlice", "FeatureProbe", "resolve_stage"]
 

@@ -15,10 +15,10 @@ equal the original's once the ``encoder.module.l_to_ab.`` / ``encoder.module.ab_
 (sizes for a 224 x 224 input).
 
 The original's ``fc8`` (Linear(2048, 128) + L2 normalisation) is the contrastive projection and is not part
-of this backbone. ``forward`` returns the flattened ``conv_block_5`` output (``feature_dim`` = 4608 per
-stream), the feature CMC's linear protocol reads for AlexNet (``LinearProbing.py --layer 5``; both streams
-concatenated give the 9216 inputs of its classifier). ``fc6``/``fc7`` need a 224 x 224 input; use
-``forward_stages`` for them.
+of this backbone (the CMC trainer's model subclasses this one and adds it). ``forward`` returns the flattened
+``conv_block_5`` output (``feature_dim`` = 4608 per stream), the feature CMC's linear protocol reads for
+AlexNet (``LinearProbing.py --layer 5``; both streams concatenated give the 9216 inputs of its classifier).
+``fc6``/``fc7`` need a 224 x 224 input; ``forward_stages`` returns them for that size only.
 """
 
 from __future__ import annotations
@@ -78,23 +78,36 @@ class CMCAlexNetHalf(nn.Module):
         self.fc7 = _fc_block(_FC_WIDTH, _FC_WIDTH)
         self.in_channels = in_channels
 
-    def _convs(self) -> list[nn.Module]:
+    def conv_blocks(self) -> list[nn.Module]:
+        """``conv_block_1`` .. ``conv_block_5``, in order."""
         return [getattr(self, f"conv_block_{index}") for index in range(1, len(_CONV_BLOCKS) + 1)]
 
+    def fc_input(self, conv5: torch.Tensor) -> torch.Tensor:
+        """``conv_block_5``'s map flattened for ``fc6``; a clear error when the input was not 224 x 224."""
+        if conv5.shape[1:] != (conv5.shape[1], _POOLED_SIDE, _POOLED_SIDE):
+            raise ValueError(
+                f"fc6 takes a {_POOLED_SIDE}x{_POOLED_SIDE} conv_block_5 map (a 224x224 input), got "
+                f"{list(conv5.shape[1:])}; probe conv1-conv5 for other input sizes"
+            )
+        return torch.flatten(conv5, 1)
+
     def forward_stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every block's output: ``conv1``..``conv5`` maps, then ``fc6``/``fc7`` vectors (224 input only)."""
+        """Every block's output: ``conv1``..``conv5`` maps, then ``fc6``/``fc7`` vectors; the ``fc`` entries
+        only when the input is 224 x 224 (``conv5`` is 6 x 6), so the conv maps work at any input size."""
         out: dict[str, torch.Tensor] = {}
-        for index, block in enumerate(self._convs(), start=1):
+        for index, block in enumerate(self.conv_blocks(), start=1):
             x = block(x)
             out[f"conv{index}"] = x
-        x = self.fc6(torch.flatten(x, 1))
+        if x.shape[-2:] != (_POOLED_SIDE, _POOLED_SIDE):
+            return out
+        x = self.fc6(self.fc_input(x))
         out["fc6"] = x
         out["fc7"] = self.fc7(x)
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The flattened ``conv_block_5`` output, ``feature_dim`` = 4608 for a 224 x 224 input."""
-        for block in self._convs():
+        for block in self.conv_blocks():
             x = block(x)
         return torch.flatten(x, 1)
 

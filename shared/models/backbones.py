@@ -2,8 +2,12 @@
 
 One implementation covers ResNet-18/34/50 and SwAV's wide ResNet-50 (``resnet50w2``): the base width
 (64 in torchvision) is a parameter, and ``cifar_stem`` swaps the 7x7/2 convolution and max-pool for a 3x3/1
-convolution, the usual stem for 32x32 images. ``fc`` is ``nn.Identity`` by default, so ``forward`` returns the
-pooled feature; a project may put its projection head there (the unofficial MoCo does exactly that).
+convolution, the usual stem for 32x32 images. ``stem_width`` gives the stem (``conv1``/``bn1``) its own
+number of channels: CMC's ResNets (``resnet50v1``/``v3``, InsDis ``resnet50x2``/``x4``) keep a 64-channel
+stem whatever the stage width, so ``layer1`` then starts from 64 channels (with a ``downsample`` wherever
+``64 != planes * expansion``, as torchvision's rule gives). ``fc`` is ``nn.Identity`` by default, so
+``forward`` returns the pooled feature; a project may put its projection head there (the unofficial MoCo
+does exactly that).
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ class BackboneConfig:
     width: int | None = None  # base width; None = the architecture's default (64, or 128 for resnet50w2)
     cifar_stem: bool = False
     in_channels: int = 3
+    stem_width: int | None = None  # stem channels; None = the base width (CMC's ResNets: 64 at any width)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a plain dict; ``stem_width`` only when set, so files written for a torchvision-like
+        backbone stay readable by selfsup versions that predate the field."""
+        out = asdict(self)
+        if out["stem_width"] is None:
+            del out["stem_width"]
+        return out
 
 
 class ResNet(nn.Module):
-    """torchvision-compatible ResNet trunk with a configurable base width and stem.
+    """torchvision-compatible ResNet trunk with a configurable base width and stem (kind and width).
 
     ``forward(x)`` returns ``fc(flatten(avgpool(layer4(...))))``; with the default ``fc = Identity`` that is
     the ``feature_dim``-dimensional pooled feature.
@@ -54,18 +64,20 @@ class ResNet(nn.Module):
         width: int = 64,
         cifar_stem: bool = False,
         in_channels: int = 3,
+        stem_width: int | None = None,
         zero_init_residual: bool = False,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
         self._norm_layer = norm_layer
-        self.inplanes = width
+        stem = stem_width or width
+        self.inplanes = stem
         if cifar_stem:
-            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, stride=1, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(width)
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, width, layers[0])
@@ -128,20 +140,27 @@ def build_backbone(
     width: int | None = None,
     cifar_stem: bool = False,
     in_channels: int = 3,
+    stem_width: int | None = None,
     zero_init_residual: bool = False,
 ) -> ResNet:
-    """Build a backbone by name (see ``ARCHITECTURES``); ``fc`` is ``Identity``."""
+    """Build a backbone by name (see ``ARCHITECTURES``); ``fc`` is ``Identity``.
+
+    ``stem_width`` (default: the base width) sets the channels of ``conv1``/``bn1`` on their own.
+    """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     block, layers, default_width = ARCHITECTURES[name]
     if width is not None and width < 1:
         raise ValueError(f"backbone width must be a positive integer, got {width}")
+    if stem_width is not None and stem_width < 1:
+        raise ValueError(f"backbone stem_width must be a positive integer, got {stem_width}")
     return ResNet(
         block,
         layers,
         width=width or default_width,
         cifar_stem=cifar_stem,
         in_channels=in_channels,
+        stem_width=stem_width,
         zero_init_residual=zero_init_residual,
     )
 
@@ -150,5 +169,9 @@ def build_backbone_from_config(config: BackboneConfig | dict) -> ResNet:
     if isinstance(config, dict):
         config = BackboneConfig(**config)
     return build_backbone(
-        config.name, width=config.width, cifar_stem=config.cifar_stem, in_channels=config.in_channels
+        config.name,
+        width=config.width,
+        cifar_stem=config.cifar_stem,
+        in_channels=config.in_channels,
+        stem_width=config.stem_width,
     )

@@ -5,5 +5,6 @@
 * :mod:`.cpu`: start-up CPU tuning (glibc malloc thresholds);
 * :mod:`.precision`: ``--precision``, ``--channels_last``, ``--compile``;
 * :mod:`.preemption`: SIGTERM/SIGUSR1 -> checkpoint -> clean exit;
+* :mod:`.loop`: the epoch loop every trainer runs (resumable position, logging windows, checkpoint triggers);
 * :mod:`.logger`, :mod:`.plotting`: console, CSV, TensorBoard and PNG output.
 """

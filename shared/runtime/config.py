@@ -12,6 +12,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +33,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or text
 
 
-def common_parser() -> argparse.ArgumentParser:
-    """Data, backbone, precision, distributed and checkpoint flags (a parent parser, no ``-h``)."""
+def common_parser(
+    *, dataset_aliases: Sequence[str] = (), root_flag: str = "--dataset_root", backbone: bool = True
+) -> argparse.ArgumentParser:
+    """Data, backbone, precision, distributed and checkpoint flags (a parent parser, no ``-h``).
+
+    ``dataset_aliases`` are extra ``--dataset`` values of an original trainer that name an image folder (CMC's
+    ``imagenet`` and ``imagenet100``); :func:`resolve_dataset` maps them to ``imagefolder``. ``root_flag`` is the
+    trainer's own name of the data folder flag (for the help text). Trainers whose original picks the network by
+    its own flag (CMC's ``--model``) pass ``backbone=False`` and keep only ``--cifar_stem``.
+    """
     parser = argparse.ArgumentParser(add_help=False)
     data = parser.add_argument_group("data (shared by every selfsup trainer)")
     data.add_argument(
         "--dataset",
-        choices=DATASET_NAMES,
+        choices=(*DATASET_NAMES, *dataset_aliases),
         default=None,
-        help="dataset to train on; default: imagefolder when --dataset_root is given, else the embedded digits",
+        help=f"dataset to train on; default: imagefolder when {root_flag} is given, else the embedded digits",
     )
     data.add_argument("--download", action="store_true", help="download torchvision datasets when missing")
     data.add_argument(
         "--skip_corrupt", action="store_true", help="skip (and count) unreadable images instead of failing"
     )
     model = parser.add_argument_group("backbone")
-    model.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet50", help="backbone")
-    model.add_argument("--width", type=int, default=None, help="base width of the ResNet (default: 64)")
+    if backbone:
+        model.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet50", help="backbone")
+        model.add_argument("--width", type=int, default=None, help="base width of the ResNet (default: 64)")
     model.add_argument("--cifar_stem", action="store_true", help="3x3 stride-1 stem without max-pool")
     speed = parser.add_argument_group("precision and speed")
     speed.add_argument(
@@ -83,10 +93,13 @@ def common_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_dataset(args: argparse.Namespace, *, root_flag: str = "dataset_root") -> str:
-    """``--dataset`` default: imagefolder with a ``--dataset_root``, otherwise the embedded ``digits``."""
+def resolve_dataset(
+    args: argparse.Namespace, *, root_flag: str = "dataset_root", aliases: Sequence[str] = ()
+) -> str:
+    """``--dataset`` default: imagefolder with a ``--dataset_root``, otherwise the embedded ``digits``; an
+    alias of an original trainer (``aliases``) is an image folder."""
     if args.dataset is not None:
-        return args.dataset
+        return "imagefolder" if args.dataset in aliases else args.dataset
     return "imagefolder" if getattr(args, root_flag, None) else "digits"
 
 

@@ -22,7 +22,6 @@ import torch
 import torchvision
 from torch import nn
 
-from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
 from selfsup.shared.checkpoints.formats import (
     FORMATS,
     AmbiguousCheckpointFormatError,
@@ -46,6 +45,7 @@ from selfsup.shared.checkpoints.formats import (
 )
 from selfsup.shared.models.alexnet import CMC_ALEXNET_HALF, CMCAlexNetHalf
 from selfsup.shared.models.backbones import BackboneConfig, build_backbone
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 LAYOUTS = Path(__file__).parent / "fixtures" / "checkpoint_layouts"
 SYMBOLIC_SIZE = 8  # replaces data-dependent dims such as N_data

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
-from selfsup.shared.evaluation.colorspace import ColorSpaceToTensor, rgb_to_lab, rgb_to_ycbcr
+from selfsup.shared.data.colorspace import ColorSpaceToTensor, rgb_to_lab, rgb_to_ycbcr
 from selfsup.shared.evaluation.features import (
     FeatureCache,
     extract_features,
@@ -18,6 +17,7 @@ from selfsup.shared.evaluation.features import (
 from selfsup.shared.evaluation.probes import ChannelSlice, FeatureProbe
 from selfsup.shared.models.alexnet import build_cmc_alexnet_half
 from selfsup.shared.models.backbones import build_backbone
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from selfsup.shared.checkpoints.backbone_layout import TwoStreamBackbone
 from selfsup.shared.evaluation import engine, run_knn, run_linear, run_semisup, write_report
 from selfsup.shared.evaluation.features import module_sha256
 from selfsup.shared.evaluation.subsets import read_subset_file
 from selfsup.shared.models.alexnet import build_cmc_alexnet_half
 from selfsup.shared.models.backbones import build_backbone
+from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 SMALL = dict(resize=16, crop=16)
 

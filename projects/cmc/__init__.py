@@ -1,0 +1,1 @@
+"""selfsup.cmc: Contrastive Multiview Coding (HobbitLong/CMC + Image Mixture) and its InsDis/MoCo trainers."""
