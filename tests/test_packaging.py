@@ -65,13 +65,14 @@ def test_wheel_maps_every_folder_into_the_selfsup_namespace(wheel, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "selfsup/shared/models/backbones.py" in names and "selfsup/moco/model.py" in names
     assert "selfsup/transfer/__init__.py" in names and "selfsup/demo.py" in names
+    assert "selfsup/cmc/train.py" in names and "selfsup/cmc/imagenet100.txt" in names
     tops = {name.split("/")[0] for name in names}
     assert tops <= {"selfsup", next(t for t in tops if t.endswith(".dist-info"))}, tops
     assert not any("/tests/" in name for name in names)
     entry_points = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     )
-    for script in ("moco-train", "moco-demo", "selfsup-demo", "selfsup-eval", "selfsup-convert"):
+    for script in ("moco-train", "moco-demo", "selfsup-demo", "selfsup-eval", "selfsup-convert", "cmc-train"):
         assert script in entry_points
     zipfile.ZipFile(wheel).extractall(tmp_path)
     spec = importlib.machinery.PathFinder.find_spec("selfsup", [str(tmp_path)])

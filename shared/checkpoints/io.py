@@ -52,7 +52,8 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"--resume: {path} is not a readable torch checkpoint ({err})") from err
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch's message runs over lines
+        raise ValueError(f"--resume: {path} is not a readable torch checkpoint ({reason})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != "selfsup":
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

@@ -23,7 +23,7 @@ __all__ = [
     "validate",
 ]
 
-TRAIN_AUGS = ("rrc_flip", "crop_flip", "none")
+TRAIN_AUGS = ("rrc_flip", "rrc_cj_flip", "crop_flip", "none")
 #: Per-epoch learning-rate schedules (see :func:`selfsup.shared.evaluation.engine.lr_for_epoch`).
 SCHEDULES = ("eveningglow", "step", "cosine", "exponential", "constant")
 #: ``lab``/``ycbcr``: CMC's colour views (L|ab, Y|CbCr), fed to two-stream CMC encoders.

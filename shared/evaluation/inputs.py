@@ -6,6 +6,8 @@ Train pipelines (``train_aug``):
   ``test.py``);
 * ``rrc_flip``: RandomResizedCrop(``crop``, scale (``crop_low``, 1)) -> RandomHorizontalFlip (ImageNet
   protocols);
+* ``rrc_cj_flip``: RandomResizedCrop(``crop``, scale (``crop_low``, 1)) -> RandomGrayscale(0.2) ->
+  ColorJitter(0.4, 0.4, 0.4, 0.4) -> RandomHorizontalFlip (the CMC repository's ``eval_moco_ins.py --aug CJ``);
 * ``none``: the test pipeline.
 
 Test pipeline: Resize(``resize``) -> CenterCrop(``crop``). Both end with the tensor conversion: RGB scaled to
@@ -81,11 +83,11 @@ def build_transforms(config: Any, dataset: str) -> tuple[Callable[[Any], Any], C
         mean, std = normalization_constants(config.normalization, dataset)
     tail = _to_tensor(config.color_space, mean, std)
     test_ops: list[Any] = [v2.Resize(resize), v2.CenterCrop(crop)]
-    if config.train_aug == "rrc_flip":
-        train_ops: list[Any] = [
-            v2.RandomResizedCrop(crop, scale=(float(config.crop_low), 1.0)),
-            v2.RandomHorizontalFlip(p=0.5),
-        ]
+    if config.train_aug in ("rrc_flip", "rrc_cj_flip"):
+        train_ops: list[Any] = [v2.RandomResizedCrop(crop, scale=(float(config.crop_low), 1.0))]
+        if config.train_aug == "rrc_cj_flip":
+            train_ops += [v2.RandomGrayscale(p=0.2), v2.ColorJitter(0.4, 0.4, 0.4, 0.4)]
+        train_ops.append(v2.RandomHorizontalFlip(p=0.5))
     elif config.train_aug == "crop_flip":
         train_ops = [v2.Resize(resize), v2.RandomCrop(crop), v2.RandomHorizontalFlip(p=0.5)]
     else:
@@ -94,7 +96,7 @@ def build_transforms(config: Any, dataset: str) -> tuple[Callable[[Any], Any], C
         "resize": resize,
         "crop": crop,
         "train_aug": config.train_aug,
-        "crop_low": float(config.crop_low) if config.train_aug == "rrc_flip" else None,
+        "crop_low": float(config.crop_low) if config.train_aug.startswith("rrc") else None,
         "color_space": config.color_space,
         "mean": list(mean),
         "std": list(std),

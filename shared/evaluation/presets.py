@@ -206,6 +206,25 @@ LINEAR_PRESETS: dict[str, LinearConfig] = {
         select="last",
     ),
 }
+LINEAR_PRESETS["cmc_insdis"] = LinearConfig(
+    preset="cmc_insdis",
+    source="HobbitLong/CMC eval_moco_ins.py (InsDis/MoCo query encoder, --layer 6, --aug CJ; specs/cmc.md §8)",
+    sizes=_IMAGENET_SIZES,
+    resize_ratio=_IMAGENET_RATIO,
+    train_aug="rrc_cj_flip",
+    crop_low=0.2,
+    normalization="imagenet",
+    layer="6",
+    pool="avg",
+    lr=0.1,
+    weight_decay=0.0,
+    batch_size=256,
+    epochs=60,
+    schedule="step",
+    milestones=(30, 40, 50),
+    gamma=0.2,
+    head_init="normal",
+)
 LINEAR_PRESETS["cmc_resnet50v3"] = dataclasses.replace(
     LINEAR_PRESETS["cmc_resnet"],
     preset="cmc_resnet50v3",

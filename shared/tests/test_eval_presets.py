@@ -119,6 +119,21 @@ LINEAR_EXPECTED = {
     # cmc.md §8: resnet50v1/v2 --learning_rate 30 --layer 6 (avg); v3 lr 50; crop_low 0.08 on ImageNet.
     "cmc_resnet": dict(lr=30.0, layer="6", pool="avg", epochs=60, milestones=(30, 40, 50), gamma=0.2),
     "cmc_resnet50v3": dict(lr=50.0, layer="6", crop_low=0.08, color_space="lab"),
+    # cmc.md §8: eval_moco_ins.py: same defaults (60 ep, lr 0.1, decay 30/40/50 x0.2, wd 0, bs 256, layer 6)
+    # plus --aug CJ (grayscale 0.2 + jitter 0.4) while training the classifier, crop 0.2, ImageNet mean/std.
+    "cmc_insdis": dict(
+        lr=0.1,
+        layer="6",
+        epochs=60,
+        milestones=(30, 40, 50),
+        gamma=0.2,
+        weight_decay=0.0,
+        batch_size=256,
+        crop_low=0.2,
+        train_aug="rrc_cj_flip",
+        color_space="rgb",
+        normalization="imagenet",
+    ),
     "quick": dict(use_cache=True, train_aug="none", optimizer="adam", normalization="dataset"),
 }
 

@@ -1,0 +1,837 @@
+"""CMC training step against its bound, and the cost of the memory bank per step (issue 8).
+
+Two modes, both on random inputs already in memory, one torch thread by default and glibc malloc tuned with
+:func:`~selfsup.shared.runtime.cpu.tune_malloc` at start-up, as ``cmc-train`` does.
+
+``--mode step`` (default): the CMC training step against its bound, step kinds interleaved in rotating order
+inside every round so that load from other processes hits them alike; medians over rounds:
+
+* ``bound`` - the work no CMC step can avoid: both streams' forward (under the trainer's autocast) and
+  backward on the same batch, loss ``feat_l.sum() + feat_ab.sum()``, gradients zeroed (``set_to_none``); no
+  contrast, no memory bank, no optimiser.
+* ``full`` - the step ``cmc-train`` runs (``step_fn`` of :meth:`selfsup.cmc.engine.ContrastTrainer.train`,
+  with :meth:`selfsup.cmc.train.CMCTrainer.step_scalars`): autocast forward of both streams,
+  :class:`~selfsup.cmc.contrast.CMCContrast` (alias sampling of K negatives, scores against the other view's
+  memory, update of both memories), the two NCE losses, ``zero_grad``, ``scaler.scale(loss).backward()``,
+  ``scaler.step``/``update`` of the trainer's SGD (``build_optimizer("sgd")``: fused, momentum 0.9, weight
+  decay 1e-4). The model, contrast, optimiser and scaler come from a :class:`CMCTrainer` built from
+  ``parse_cmc_args`` (``CMCTrainer.build``), so the step is what users run. Target: full/bound >= 0.97 in
+  images/s from the median step times.
+* ``parts`` - the full step with a timer between its parts (synchronised on CUDA): forward, contrast, loss,
+  backward, optimiser. On CPU the bound's own (free) timers give its forward and backward, so the gap to the
+  bound splits into parts; ``parts``/``full`` is an A/A ratio (the same work) that shows the noise floor.
+
+``--mode bank``: the memory bank alone, per step, on a :class:`CMCContrast` of ``--bank_entries`` rows of
+``--feat_dim`` (default 1 281 167 x 128, ImageNet's training set: two banks of 1.3 GB fp32), for every
+``--bank_k`` x ``--bank_batch``, interleaved in rotating order. Two passes per configuration and round, on fresh
+unit-norm leaf features and fresh unique instance ids:
+
+* ``pieces`` - ``CMCContrast.forward`` unrolled into timed pieces in its own order: ``sample`` (B x (K+1)
+  indices, alias method), ``gather_score`` (rows of both memories gathered and scored against the other view),
+  ``probs`` (exp(s/T)/Z of both views), ``update`` (both memories); then ``loss`` (the two NCE losses) and
+  ``backward`` (the scores' backward into the features: what the bank adds to the step's backward);
+* ``whole`` - the same through ``CMCContrast.forward`` itself (timed as ``contrast``), then loss and backward.
+
+Per step the bank costs ``contrast + loss + backward`` of the ``whole`` pass (the headline), reported in ms
+and as a share of the measured full step of ``--mode step`` runs stored in the same results file (for another
+K: that step with its contrast, loss and score backward swapped, marked est.). ``--estimate_model`` (default
+``resnet50v1``, 224 px) also times a few bound steps of that model at ``--estimate_batch`` and its SGD step;
+the step at the bank's batch is then estimated as bound x batch / estimate_batch + SGD + bank.
+
+Usage: ``python benchmarks/bench_cmc_step.py --model resnet18v1 --cifar_stem --image_size 32`` then
+``python benchmarks/bench_cmc_step.py --mode bank``; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from machine import device_description, machine_info, store_runs
+
+from selfsup.cmc.cli import parse_cmc_args
+from selfsup.cmc.contrast import CMCContrast, _nce_probs, _scores
+from selfsup.cmc.engine import amp_precision
+from selfsup.cmc.loss import nce_loss, softmax_loss
+from selfsup.cmc.model import CMC_MODELS, build_cmc_model
+from selfsup.cmc.train import CMCTrainer
+from selfsup.shared.optim.optimizers import build_optimizer
+from selfsup.shared.runtime.cpu import tune_malloc
+from selfsup.shared.runtime.precision import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    fp32_region,
+    make_grad_scaler,
+)
+
+BENCHMARK = "cmc_step"
+STEP_KINDS = ("bound", "full", "parts")
+BANK_PASSES = ("pieces", "whole")
+TARGET_RATIO = 0.97
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RUN_KEY = ("mode", "label")
+STEP_CONFIG = (
+    "model",
+    "cifar_stem",
+    "image_size",
+    "batch_size",
+    "nce_k",
+    "num_data",
+    "softmax",
+    "precision",
+    "feat_dim",
+    "threads",
+    "warmup",
+    "repeats",
+    "seed",
+    "device",
+)
+IMAGENET_TRAIN = 1_281_167
+CIFAR_TRAIN = 50_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", default="step", choices=("step", "bank"), help="step vs bound, or the bank")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if any")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, see README)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the trainer's --precision")
+    parser.add_argument("--feat_dim", type=int, default=128, help="feature / memory-row dimension")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds")
+    parser.add_argument("--repeats", type=int, default=8, help="timed rounds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, memories and inputs")
+    parser.add_argument("--label", default=None, help="row label (default: derived from the configuration)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="results JSON, updated in place (default: benchmarks/results/cmc_step_<device>.json)",
+    )
+    step = parser.add_argument_group("--mode step")
+    step.add_argument("--model", default="resnet18v1", choices=CMC_MODELS, help="two-stream encoder")
+    step.add_argument("--cifar_stem", action="store_true", help="3x3/1 stem without max-pool (ResNets)")
+    step.add_argument("--image_size", type=int, default=32, help="side of the (random) input images")
+    step.add_argument("--batch_size", type=int, default=128, help="images per step")
+    step.add_argument("--nce_k", type=int, default=4096, help="negatives K")
+    step.add_argument(
+        "--num_data", type=int, default=CIFAR_TRAIN, help="memory rows = training-set size (default: CIFAR)"
+    )
+    step.add_argument("--softmax", action="store_true", help="softmax loss instead of NCE")
+    bank = parser.add_argument_group("--mode bank")
+    bank.add_argument("--bank_entries", type=int, default=IMAGENET_TRAIN, help="rows per memory bank")
+    bank.add_argument("--bank_k", type=int, nargs="+", default=[4096, 16384], help="negatives K")
+    bank.add_argument("--bank_batch", type=int, nargs="+", default=[128, 256], help="batch sizes")
+    bank.add_argument(
+        "--memory_fraction",
+        type=float,
+        default=0.6,
+        help="skip a configuration needing more than this share of the memory available at start",
+    )
+    bank.add_argument(
+        "--estimate_model", default="resnet50v1", help="model whose step is estimated ('none': skip)"
+    )
+    bank.add_argument("--estimate_image_size", type=int, default=224, help="its image side")
+    bank.add_argument("--estimate_batch", type=int, default=32, help="batch of its measured bound steps")
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_cmc_step: --device cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _threads_suffix(device: torch.device) -> str:
+    return f" {torch.get_num_threads()}thr" if device.type == "cpu" else ""
+
+
+def step_label(args: argparse.Namespace, precision: str, device: torch.device) -> str:
+    """E.g. ``resnet18v1 cifar-stem 32px b128 K4096 N50000 fp32 1thr``."""
+    stem = " cifar-stem" if args.cifar_stem else ""
+    loss = " softmax" if args.softmax else ""
+    return (
+        f"{args.model}{stem} {args.image_size}px b{args.batch_size} K{args.nce_k} N{args.num_data}{loss} "
+        f"{precision}{_threads_suffix(device)}"
+    )
+
+
+def bank_label(args: argparse.Namespace, device: torch.device) -> str:
+    ks = ",".join(map(str, args.bank_k))
+    bs = ",".join(map(str, args.bank_batch))
+    return f"bank N{args.bank_entries} D{args.feat_dim} K{ks} B{bs}{_threads_suffix(device)}"
+
+
+# ------------------------------------------------------------------------------------------ measurement
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class Laps:
+    """Wall-clock laps between named points; synchronises CUDA at each point when ``sync``."""
+
+    def __init__(self, device: torch.device, sync: bool) -> None:
+        self.sync = sync and device.type == "cuda"
+        self.times: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _noop(name: str) -> None:
+    del name
+
+
+def timed(device: torch.device, run: Callable[[], None]) -> dict[str, float]:
+    """Run ``run`` once; wall and process CPU time, kernel time, minor faults and involuntary switches."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start, start = time.process_time(), time.perf_counter()
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu_elapsed,
+        "kernel_seconds": after.ru_stime - before.ru_stime,
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
+    }
+
+
+def trainer_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``cmc-train``'s own parsed flags for this configuration (its defaults for everything else)."""
+    argv = [
+        "--model",
+        args.model,
+        "--image_size",
+        str(args.image_size),
+        "--batch_size",
+        str(args.batch_size),
+        "--nce_k",
+        str(args.nce_k),
+        "--feat_dim",
+        str(args.feat_dim),
+        "--precision",
+        args.precision,
+    ]
+    if args.cifar_stem:
+        argv.append("--cifar_stem")
+    if args.softmax:
+        argv.append("--softmax")
+    return parse_cmc_args(argv)
+
+
+class CMCSteps:
+    """A :class:`CMCTrainer`'s model, contrast, optimiser and scaler (as ``train()`` builds them), one batch."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        targs = trainer_args(args)
+        torch.manual_seed(args.seed)
+        trainer = CMCTrainer(targs, ["cmc-train"])
+        trainer.device = device
+        trainer.precision = amp_precision(targs, device)
+        trainer.build(args.num_data)
+        for module in trainer.state_modules().values():
+            module.to(device)
+        self.optimizer = build_optimizer(
+            "sgd",
+            trainer.model.parameters(),
+            lr=targs.learning_rate,
+            momentum=targs.momentum,
+            weight_decay=targs.weight_decay,
+        )
+        self.scaler = make_grad_scaler(trainer.precision, device)
+        trainer.model.train()
+        group = self.optimizer.param_groups[0]
+        self.optimizer_path = (
+            "fused" if group.get("fused") else ("foreach" if group.get("foreach") else "for-loop")
+        )
+        self.trainer, self.device, self.precision = trainer, device, trainer.precision
+        shape = (args.batch_size, 3, args.image_size, args.image_size)
+        self.x = torch.randn(shape, device=device)
+        self.batch_size, self.num_data = args.batch_size, args.num_data
+        self.parameters = sum(p.numel() for p in trainer.model.parameters())
+
+    def new_index(self) -> torch.Tensor:
+        """The instance ids of one batch: distinct, as the trainer's sampler gives them (CPU tensor)."""
+        return torch.randperm(self.num_data)[: self.batch_size]
+
+    def bound(self, lap: Callable[[str], None] = _noop) -> None:
+        """Both streams' forward (autocast) and backward; loss = sum of both outputs; no contrast, no SGD."""
+        model = self.trainer.model
+        with self.trainer.autocast():
+            feat_l, feat_ab = model(self.x)
+        lap("forward")
+        loss = feat_l.float().sum() + feat_ab.float().sum()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        lap("backward")
+
+    def full(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``step_fn`` of ``ContrastTrainer.train`` (selfsup/cmc/engine.py), statement for statement."""
+        trainer, optimizer, scaler = self.trainer, self.optimizer, self.scaler
+        x = self.x.to(self.device, non_blocking=True).float()
+        index = index.to(self.device, non_blocking=True)
+        scalars = trainer.step_scalars(trainer.model, x, index)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(scalars["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        trainer.after_optimizer_step()
+        return {name: value.detach() for name, value in scalars.items()}
+
+    def parts(self, index: torch.Tensor, lap: Callable[[str], None]) -> None:
+        """:meth:`full` with ``CMCTrainer.step_scalars`` unrolled and a lap after each part."""
+        trainer, optimizer, scaler = self.trainer, self.optimizer, self.scaler
+        x = self.x.to(self.device, non_blocking=True).float()
+        index = index.to(self.device, non_blocking=True)
+        with trainer.autocast():
+            feat_l, feat_ab = trainer.model(x)
+        lap("forward")
+        out_l, out_ab = trainer.contrast(feat_l, feat_ab, index)
+        lap("contrast")
+        if trainer.args.softmax:
+            l_loss, ab_loss = softmax_loss(out_l), softmax_loss(out_ab)
+        else:
+            l_loss, ab_loss = nce_loss(out_l, trainer.num_data), nce_loss(out_ab, trainer.num_data)
+        loss = l_loss + ab_loss
+        probs = out_l[:, 0].mean(), out_ab[:, 0].mean()  # the logged "probabilities", as step_scalars
+        lap("loss")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        lap("backward")
+        scaler.step(optimizer)
+        scaler.update()
+        trainer.after_optimizer_step()
+        lap("optimizer")
+        del probs
+
+
+def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    steps = CMCSteps(args, device)
+    cpu = device.type == "cpu"
+    records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in STEP_KINDS}
+    load_before = os.getloadavg()
+    for round_index in range(args.warmup + args.repeats):
+        shift = round_index % len(STEP_KINDS)
+        for kind in STEP_KINDS[shift:] + STEP_KINDS[:shift]:
+            laps = Laps(device, sync=kind == "parts")
+            index = steps.new_index()
+            if kind == "bound":
+                rec = timed(device, lambda laps=laps: steps.bound(laps if cpu else _noop))
+            elif kind == "full":
+                rec = timed(device, lambda index=index: steps.full(index))
+            else:
+                rec = timed(device, lambda index=index, laps=laps: steps.parts(index, laps))
+            if round_index >= args.warmup:
+                records[kind].append({"round": round_index - args.warmup, **rec, **laps.times})
+        print(f"[bench_cmc_step] round {round_index + 1}/{args.warmup + args.repeats}", file=sys.stderr)
+    return {
+        "records": records,
+        "precision": steps.precision,
+        "optimizer_path": steps.optimizer_path,
+        "parameters": steps.parameters,
+        "load_average": [load_before, os.getloadavg()],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- bank
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def bank_bytes(entries: int, dim: int) -> int:
+    """Two fp32 memories plus the alias tables (fp32 prob, int64 alias) of the one sampler."""
+    return 2 * entries * dim * 4 + entries * 12
+
+
+def step_bytes(batch: int, k: int, dim: int) -> int:
+    """Gathered rows of both views (kept for the backward) plus the index draws (several int64 temporaries)."""
+    return 2 * batch * (k + 1) * dim * 4 + 5 * batch * (k + 1) * 8
+
+
+class BankSteps:
+    """One :class:`CMCContrast` of ``entries`` rows; per-step passes for any batch and K."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        torch.manual_seed(args.seed)
+        self.contrast = CMCContrast(
+            num_data=args.bank_entries, dim=args.feat_dim, num_negatives=max(args.bank_k)
+        ).to(device)
+        self.device, self.dim, self.entries = device, args.feat_dim, args.bank_entries
+
+    def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fresh unit-norm leaf features of both views and distinct instance ids."""
+        feat_l = F.normalize(torch.randn(batch, self.dim, device=self.device), dim=1).requires_grad_()
+        feat_ab = F.normalize(torch.randn(batch, self.dim, device=self.device), dim=1).requires_grad_()
+        index = torch.randperm(self.entries)[:batch].to(self.device)
+        return feat_l, feat_ab, index
+
+    def _loss(self, out_l: torch.Tensor, out_ab: torch.Tensor) -> torch.Tensor:
+        return nce_loss(out_l, self.entries) + nce_loss(out_ab, self.entries)
+
+    def pieces(
+        self,
+        l: torch.Tensor,  # noqa: E741
+        ab: torch.Tensor,
+        index: torch.Tensor,
+        k: int,
+        lap: Callable[[str], None],
+    ) -> None:
+        """``CMCContrast.forward`` (NCE mode) in its own order, with a lap after each piece."""
+        c = self.contrast
+        l, ab = l.float(), ab.float()  # noqa: E741
+        with fp32_region(self.device):
+            idx = c.memory_l.sample_indices(index, k)
+            lap("sample")
+            s_ab = _scores(c.memory_l.gather_rows(idx), ab)
+            s_l = _scores(c.memory_ab.gather_rows(idx), l)
+            lap("gather_score")
+            out_l = _nce_probs(s_l, c.temperature, c.z_l, c.num_data, "Z_l")
+            out_ab = _nce_probs(s_ab, c.temperature, c.z_ab, c.num_data, "Z_ab")
+            lap("probs")
+            c.memory_l.update(l, index, c.momentum)
+            c.memory_ab.update(ab, index, c.momentum)
+            lap("update")
+        loss = self._loss(out_l, out_ab)
+        lap("loss")
+        loss.backward()
+        lap("backward")
+
+    def whole(
+        self,
+        l: torch.Tensor,  # noqa: E741
+        ab: torch.Tensor,
+        index: torch.Tensor,
+        k: int,
+        lap: Callable[[str], None],
+    ) -> None:
+        """``CMCContrast.forward`` itself, then the two NCE losses and their backward into the features."""
+        self.contrast.num_negatives = k
+        out_l, out_ab = self.contrast(l, ab, index)
+        lap("contrast")
+        loss = self._loss(out_l, out_ab)
+        lap("loss")
+        loss.backward()
+        lap("backward")
+
+
+class EstimateSteps:
+    """Bound steps (both streams' forward + backward) of ``--estimate_model`` and its SGD step, apart."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, precision: str) -> None:
+        torch.manual_seed(args.seed)
+        self.model = build_cmc_model(args.estimate_model, feat_dim=args.feat_dim).to(device).train()
+        self.optimizer = build_optimizer(
+            "sgd", self.model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4
+        )
+        self.scaler = make_grad_scaler(precision, device)
+        size = args.estimate_image_size
+        self.x = torch.randn(args.estimate_batch, 3, size, size, device=device)
+        self.precision, self.device = precision, device
+
+    def bound(self) -> None:
+        with autocast(self.precision, self.device):
+            feat_l, feat_ab = self.model(self.x)
+        self.model.zero_grad(set_to_none=True)
+        (feat_l.float().sum() + feat_ab.float().sum()).backward()
+
+    def sgd(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def measure_bank(args: argparse.Namespace, device: torch.device, precision: str) -> dict[str, Any]:
+    available = available_memory_bytes(device)
+    budget = args.memory_fraction * available - bank_bytes(args.bank_entries, args.feat_dim)
+    configs, skipped = [], []
+    for k in args.bank_k:
+        for batch in args.bank_batch:
+            need = step_bytes(batch, k, args.feat_dim)
+            (configs if need <= budget else skipped).append((k, batch, need))
+    if not configs:
+        raise SystemExit(f"bench_cmc_step: no bank configuration fits in {available / 2**30:.1f} GiB")
+    bank = BankSteps(args, device)
+    estimate = EstimateSteps(args, device, precision) if args.estimate_model != "none" else None
+    tasks = [(k, b, p) for k, b, _ in configs for p in BANK_PASSES] + (["estimate"] if estimate else [])
+    records: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()
+    for round_index in range(args.warmup + args.repeats):
+        shift = round_index % len(tasks)
+        for task in tasks[shift:] + tasks[:shift]:
+            if task == "estimate":
+                assert estimate is not None
+                rec = timed(device, estimate.bound)
+                rec["sgd_seconds"] = timed(device, estimate.sgd)["seconds"]
+                key = "estimate"
+            else:
+                k, batch, kind = task
+                feat_l, feat_ab, index = bank.inputs(batch)
+                laps = Laps(device, sync=True)
+                run = bank.pieces if kind == "pieces" else bank.whole
+                rec = timed(
+                    device,
+                    lambda run=run, f=(feat_l, feat_ab, index), k=k, laps=laps: run(*f, k, laps),
+                )
+                rec.update(laps.times)
+                key = f"K{k} B{batch} {kind}"
+            if round_index >= args.warmup:
+                records.setdefault(key, []).append({"round": round_index - args.warmup, **rec})
+        print(f"[bench_cmc_step] round {round_index + 1}/{args.warmup + args.repeats}", file=sys.stderr)
+    return {
+        "records": records,
+        "configs": [(k, b) for k, b, _ in configs],
+        "skipped": [{"K": k, "batch": b, "bytes_needed": n} for k, b, n in skipped],
+        "available_memory_bytes_at_start": available,
+        "bank_bytes": bank_bytes(args.bank_entries, args.feat_dim),
+        "load_average": [load_before, os.getloadavg()],
+    }
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+_RECORD_FIELDS = ("round", "seconds", "cpu_seconds", "kernel_seconds", "minor_faults", "preemptions")
+
+
+def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    seconds = [r["seconds"] for r in records]
+    parts = [k for k in records[0] if k not in _RECORD_FIELDS]
+    return {
+        "steps": len(seconds),
+        "step_s_median": _median(seconds),
+        "step_s_min": min(seconds),
+        "step_cpu_s_median": _median([r["cpu_seconds"] for r in records]),
+        "step_kernel_s_median": _median([r["kernel_seconds"] for r in records]),
+        "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records]),
+        "preemptions_per_step": _median([float(r["preemptions"]) for r in records]),
+        "images_per_s": batch_size / _median(seconds),
+        "step_s_all": seconds,
+        "parts_s_median": {name: _median([r[name] for r in records]) for name in parts},
+    }
+
+
+def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    records = raw["records"]
+    kinds = {kind: kind_summary(records[kind], args.batch_size) for kind in STEP_KINDS}
+    bound, full, parts = kinds["bound"], kinds["full"], kinds["parts"]
+    by_round = {r["round"]: r["seconds"] for r in records["bound"]}
+    paired = [by_round[r["round"]] / r["seconds"] for r in records["full"] if r["round"] in by_round]
+    ratio = full["images_per_s"] / bound["images_per_s"]
+    fp, bp = parts["parts_s_median"], bound["parts_s_median"]
+    gap = {
+        "forward_extra": fp["forward"] - bp["forward"] if bp else None,
+        "contrast": fp["contrast"],
+        "loss": fp["loss"],
+        "backward_extra": fp["backward"] - bp["backward"] if bp else None,
+        "optimizer": fp["optimizer"],
+    }
+    config = {name: getattr(args, name) for name in STEP_CONFIG}
+    return {
+        "mode": "step",
+        "label": args.label or step_label(args, raw["precision"], device),
+        "device": device.type,
+        "config": config,
+        "precision_resolved": raw["precision"],
+        "optimizer_path": raw["optimizer_path"],
+        "parameters": raw["parameters"],
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bound": bound,
+        "full": full,
+        "full_with_part_timers": parts,
+        "ratio_full_over_bound": ratio,
+        "ratio_paired_median": _median(paired),
+        "ratio_of_min_steps": bound["step_s_min"] / full["step_s_min"],
+        "ratio_of_cpu_time_medians": bound["step_cpu_s_median"] / full["step_cpu_s_median"],
+        "aa_ratio_full_over_full": parts["step_s_median"] / full["step_s_median"]
+        if device.type == "cpu"
+        else None,
+        "target_ratio": TARGET_RATIO,
+        "target_met": ratio >= TARGET_RATIO,
+        "gap_s": full["step_s_median"] - bound["step_s_median"],
+        "gap_breakdown_s": gap,
+        "load_average_1_5_15_min_before_after": raw["load_average"],
+    }
+
+
+def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    records = raw["records"]
+    configs = []
+    for k, batch in raw["configs"]:
+        pieces = kind_summary(records[f"K{k} B{batch} pieces"], batch)
+        whole = kind_summary(records[f"K{k} B{batch} whole"], batch)
+        configs.append(
+            {
+                "K": k,
+                "batch": batch,
+                "pieces": pieces,
+                "whole": whole,
+                # headline: CMCContrast.forward + the two losses + their backward into the features
+                "bank_ms_per_step": 1e3 * whole["step_s_median"],
+                "pieces_ms_median": {n: 1e3 * v for n, v in pieces["parts_s_median"].items()},
+                "whole_ms_median": {n: 1e3 * v for n, v in whole["parts_s_median"].items()},
+                "aa_pieces_over_whole": pieces["step_s_median"] / whole["step_s_median"],
+                "gathered_bytes_per_view": batch * (k + 1) * args.feat_dim * 4,
+            }
+        )
+    estimate = None
+    if "estimate" in records:
+        recs = records["estimate"]
+        bound_s = _median([r["seconds"] for r in recs])
+        sgd_s = _median([r["sgd_seconds"] for r in recs])
+        estimate = {
+            "model": args.estimate_model,
+            "image_size": args.estimate_image_size,
+            "measured_batch": args.estimate_batch,
+            "steps": len(recs),
+            "bound_s_median": bound_s,
+            "bound_s_all": [r["seconds"] for r in recs],
+            "sgd_s_median": sgd_s,
+            "sgd_s_all": [r["sgd_seconds"] for r in recs],
+            "method": "step(B) = bound(measured batch) * B / measured batch + SGD step + bank(K, B)",
+        }
+        for cfg in configs:
+            step_s = bound_s * cfg["batch"] / args.estimate_batch + sgd_s + cfg["bank_ms_per_step"] / 1e3
+            cfg["estimated_step_s"] = {args.estimate_model: step_s}
+            cfg["share_of_estimated_step"] = {args.estimate_model: cfg["bank_ms_per_step"] / 1e3 / step_s}
+    return {
+        "mode": "bank",
+        "label": args.label or bank_label(args, device),
+        "device": device.type,
+        "config": {
+            "bank_entries": args.bank_entries,
+            "feat_dim": args.feat_dim,
+            "bank_k": args.bank_k,
+            "bank_batch": args.bank_batch,
+            "threads": torch.get_num_threads(),
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "loss": "nce",
+        },
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bank_bytes": raw["bank_bytes"],
+        "available_memory_bytes_at_start": raw["available_memory_bytes_at_start"],
+        "skipped": raw["skipped"],
+        "configs": configs,
+        "estimate": estimate,
+        "load_average_1_5_15_min_before_after": raw["load_average"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _load_runs(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("runs", [])
+
+
+def _load(run: dict[str, Any]) -> str:
+    before, after = run["load_average_1_5_15_min_before_after"]
+    return f"{before[0]:.1f} / {after[0]:.1f}"
+
+
+STEP_COLUMNS = (
+    "configuration",
+    "bound img/s",
+    "full img/s",
+    "full/bound",
+    ">= 0.97",
+    "full/bound: fastest steps",
+    "full/bound: CPU time",
+    "A/A: full/full",
+    "gap ms",
+    "forward extra ms",
+    "contrast ms",
+    "loss ms",
+    "backward extra ms",
+    "SGD ms",
+    "load before / after",
+)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(columns: tuple[str, ...] | list[str]) -> str:
+    return _row(list(columns)) + "\n" + "|---" * len(columns) + "|"
+
+
+def _ms(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{1e3 * value:.{digits}f}"
+
+
+def step_row(run: dict[str, Any]) -> str:
+    gap = run["gap_breakdown_s"]
+    aa = run.get("aa_ratio_full_over_full")
+    return _row(
+        [
+            run["label"],
+            f"{run['bound']['images_per_s']:.1f}",
+            f"{run['full']['images_per_s']:.1f}",
+            f"{run['ratio_full_over_bound']:.3f}",
+            "yes" if run["target_met"] else "no",
+            f"{run['ratio_of_min_steps']:.3f}",
+            f"{run['ratio_of_cpu_time_medians']:.3f}",
+            "n/a" if aa is None else f"{aa:.3f}",
+            _ms(run["gap_s"]),
+            _ms(gap["forward_extra"]),
+            _ms(gap["contrast"]),
+            _ms(gap["loss"], 1),
+            _ms(gap["backward_extra"]),
+            _ms(gap["optimizer"], 1),
+            _load(run),
+        ]
+    )
+
+
+def _bank_share(cfg: dict[str, Any], bank_run: dict[str, Any], step: dict[str, Any]) -> str:
+    """Share of the bank in ``step``'s full step; for another K that step with its bank swapped (est.)."""
+    if cfg["batch"] != step["config"]["batch_size"]:
+        return "-"
+    full_ms = 1e3 * step["full"]["step_s_median"]
+    if cfg["K"] == step["config"]["nce_k"]:
+        return f"{100 * cfg['bank_ms_per_step'] / full_ms:.0f}%"
+    same = [
+        c for c in bank_run["configs"] if c["K"] == step["config"]["nce_k"] and c["batch"] == cfg["batch"]
+    ]
+    if not same:
+        return "-"
+    swapped = full_ms - same[0]["bank_ms_per_step"] + cfg["bank_ms_per_step"]
+    return f"{100 * cfg['bank_ms_per_step'] / swapped:.0f}% (est.)"
+
+
+def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+    est = bank_run.get("estimate")
+    columns = [
+        "K",
+        "batch",
+        "sample ms",
+        "gather + score ms",
+        "exp/Z ms",
+        "update ms",
+        "loss ms",
+        "score backward ms",
+        "bank ms/step (whole)",
+        "A/A pieces/whole",
+        *(f"share of {s['label']} full step" for s in steps),
+    ]
+    if est:
+        columns.append(f"share of {est['model']} {est['image_size']}px step (est.)")
+    rows = [_header(columns)]
+    for cfg in bank_run["configs"]:
+        p = cfg["pieces_ms_median"]
+        cells = [
+            str(cfg["K"]),
+            str(cfg["batch"]),
+            f"{p['sample']:.1f}",
+            f"{p['gather_score']:.0f}",
+            f"{p['probs']:.1f}",
+            f"{p['update']:.2f}",
+            f"{p['loss']:.1f}",
+            f"{p['backward']:.0f}",
+            f"{cfg['bank_ms_per_step']:.0f}",
+            f"{cfg['aa_pieces_over_whole']:.3f}",
+            *(_bank_share(cfg, bank_run, s) for s in steps),
+        ]
+        if est:
+            cells.append(f"{100 * cfg['share_of_estimated_step'][est['model']]:.1f}%")
+        rows.append(_row(cells))
+    return "\n".join(rows)
+
+
+def print_tables(output: Path, device: torch.device) -> None:
+    runs = [r for r in _load_runs(output) if r.get("device") == device.type]
+    steps = [r for r in runs if r["mode"] == "step"]
+    if steps:
+        print(_header(STEP_COLUMNS))
+        for run in steps:
+            print(step_row(run))
+    for run in (r for r in runs if r["mode"] == "bank"):
+        print(f"\n{run['label']} (load before / after {_load(run)})")
+        print(bank_table(run, steps))
+        est = run.get("estimate")
+        if est:
+            print(
+                f"{est['model']} {est['image_size']}px: bound {1e3 * est['bound_s_median']:.0f} ms at batch "
+                f"{est['measured_batch']} ({est['steps']} steps), SGD step {1e3 * est['sgd_s_median']:.0f} ms"
+            )
+        for s in run["skipped"]:
+            print(f"skipped K{s['K']} B{s['batch']}: needs {s['bytes_needed'] / 2**30:.1f} GiB")
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    malloc = tune_malloc()  # as cmc-train does at start-up (before the first large allocation)
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    torch.set_num_threads(args.threads)
+    if args.repeats < 1 or args.warmup < 1:
+        raise SystemExit("bench_cmc_step: --repeats and --warmup must be >= 1")
+    if args.mode == "step":
+        run = summarize_steps(measure_steps(args, device), args, device)
+    else:
+        precision = amp_precision(trainer_args(args), device)
+        run = summarize_bank(measure_bank(args, device, precision), args, device)
+    info = machine_info(device)
+    run["malloc"] = malloc.detail
+    run["machine"] = {**info, "malloc": malloc.detail}
+    run["machine_description"] = device_description(info, device.type)
+    output = args.output or RESULTS_DIR / f"{BENCHMARK}_{device.type}.json"
+    store_runs(output, BENCHMARK, [run], RUN_KEY)
+    print(f"# {run['machine_description']}, torch {info['torch']}, {info['torch_threads']} threads")
+    if run["mode"] == "step":
+        gap = ", ".join(f"{k} {_ms(v, 1)} ms" for k, v in run["gap_breakdown_s"].items())
+        print(
+            f"{run['label']}: bound {_ms(run['bound']['step_s_median'])} ms, full "
+            f"{_ms(run['full']['step_s_median'])} ms per step; gap {_ms(run['gap_s'])} ms = {gap}; "
+            f"paired ratio {run['ratio_paired_median']:.3f}"
+        )
+    print_tables(output, device)
+    print(f"\nresults: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
