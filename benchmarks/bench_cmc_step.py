@@ -30,7 +30,11 @@ unit-norm leaf features and fresh unique instance ids:
   indices, alias method), ``gather_score`` (rows of both memories gathered and scored against the other view),
   ``probs`` (exp(s/T)/Z of both views), ``update`` (both memories); then ``loss`` (the two NCE losses) and
   ``backward`` (the scores' backward into the features: what the bank adds to the step's backward);
-* ``whole`` - the same through ``CMCContrast.forward`` itself (timed as ``contrast``), then loss and backward.
+* ``whole`` - the same through ``CMCContrast.forward`` itself (timed as ``contrast``), then loss and backward;
+* ``variants`` - where the scores' backward goes, for one view: the rows are gathered, scored with
+  ``_scores`` (the contrast's bmm) and autograd's backward gives the features' gradient (torch computes it as a
+  bmm of the transposed rows); then the same gradient as one row-vector bmm ``grad[b] @ rows[b]``, timed
+  apart and compared (largest absolute difference). Measured only: the contrast is not changed here.
 
 Per step the bank costs ``contrast + loss + backward`` of the ``whole`` pass (the headline), reported in ms
 and as a share of the measured full step of ``--mode step`` runs stored in the same results file (for another
@@ -77,7 +81,7 @@ from selfsup.shared.runtime.precision import (
 
 BENCHMARK = "cmc_step"
 STEP_KINDS = ("bound", "full", "parts")
-BANK_PASSES = ("pieces", "whole")
+BANK_PASSES = ("pieces", "whole", "variants")
 TARGET_RATIO = 0.97
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_KEY = ("mode", "label")
@@ -175,10 +179,6 @@ def bank_label(args: argparse.Namespace, device: torch.device) -> str:
 
 
 # ------------------------------------------------------------------------------------------ measurement
-
-
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class Laps:
@@ -446,6 +446,29 @@ class BankSteps:
         loss.backward()
         lap("backward")
 
+    def variants(
+        self,
+        feat_l: torch.Tensor,
+        feat_ab: torch.Tensor,
+        index: torch.Tensor,
+        k: int,
+        lap: Callable[[str], None],
+    ) -> float:
+        """One view's scores (``_scores``: a bmm) with autograd's backward into the features, and the same
+        gradient as one row-vector bmm (``grad[b] @ rows[b]``); returns their largest absolute difference."""
+        del feat_ab
+        grad = torch.randn(index.shape[0], k + 1, device=self.device)
+        lap("setup")
+        rows = self.contrast.memory_ab.gather_rows(self.contrast.memory_l.sample_indices(index, k))
+        lap("sample_gather")
+        scores = _scores(rows, feat_l)
+        lap("score_forward")
+        scores.backward(grad)
+        lap("score_backward_autograd")
+        alternative = torch.bmm(grad.unsqueeze(1), rows).squeeze(1)
+        lap("score_backward_rowvector")
+        return float((alternative - feat_l.grad).abs().max())
+
 
 class EstimateSteps:
     """Bound steps (both streams' forward + backward) of ``--estimate_model`` and its SGD step, apart."""
@@ -499,12 +522,17 @@ def measure_bank(args: argparse.Namespace, device: torch.device, precision: str)
                 k, batch, kind = task
                 feat_l, feat_ab, index = bank.inputs(batch)
                 laps = Laps(device, sync=True)
-                run = bank.pieces if kind == "pieces" else bank.whole
+                run = {"pieces": bank.pieces, "whole": bank.whole, "variants": bank.variants}[kind]
+                result: list[Any] = []
                 rec = timed(
                     device,
-                    lambda run=run, f=(feat_l, feat_ab, index), k=k, laps=laps: run(*f, k, laps),
+                    lambda run=run, f=(feat_l, feat_ab, index), k=k, laps=laps, out=result: out.append(
+                        run(*f, k, laps)
+                    ),
                 )
                 rec.update(laps.times)
+                if kind == "variants":
+                    rec["max_abs_diff"] = result[0]
                 key = f"K{k} B{batch} {kind}"
             if round_index >= args.warmup:
                 records.setdefault(key, []).append({"round": round_index - args.warmup, **rec})
@@ -526,7 +554,15 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-_RECORD_FIELDS = ("round", "seconds", "cpu_seconds", "kernel_seconds", "minor_faults", "preemptions")
+_RECORD_FIELDS = (
+    "round",
+    "seconds",
+    "cpu_seconds",
+    "kernel_seconds",
+    "minor_faults",
+    "preemptions",
+    "max_abs_diff",
+)
 
 
 def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
@@ -595,6 +631,8 @@ def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.
     for k, batch in raw["configs"]:
         pieces = kind_summary(records[f"K{k} B{batch} pieces"], batch)
         whole = kind_summary(records[f"K{k} B{batch} whole"], batch)
+        variant_recs = records[f"K{k} B{batch} variants"]
+        variants = kind_summary(variant_recs, batch)
         configs.append(
             {
                 "K": k,
@@ -606,6 +644,10 @@ def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.
                 "pieces_ms_median": {n: 1e3 * v for n, v in pieces["parts_s_median"].items()},
                 "whole_ms_median": {n: 1e3 * v for n, v in whole["parts_s_median"].items()},
                 "aa_pieces_over_whole": pieces["step_s_median"] / whole["step_s_median"],
+                # one view: the scores' bmm, autograd's backward into the features, the row-vector bmm
+                "score_variants_one_view": variants,
+                "score_variants_ms_median": {n: 1e3 * v for n, v in variants["parts_s_median"].items()},
+                "score_variants_max_abs_diff": max(r["max_abs_diff"] for r in variant_recs),
                 "gathered_bytes_per_view": batch * (k + 1) * args.feat_dim * 4,
             }
         )
@@ -778,6 +820,38 @@ def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+VARIANT_COLUMNS = (
+    "K",
+    "batch",
+    "gathered rows MiB (one view)",
+    "score forward ms",
+    "score backward ms: autograd",
+    "score backward ms: row-vector bmm",
+    "max abs difference",
+)
+
+
+def variants_table(bank_run: dict[str, Any]) -> str:
+    """One view: the scores' bmm, autograd's backward into the features, and the row-vector bmm."""
+    rows = [_header(VARIANT_COLUMNS)]
+    for cfg in bank_run["configs"]:
+        v = cfg["score_variants_ms_median"]
+        rows.append(
+            _row(
+                [
+                    str(cfg["K"]),
+                    str(cfg["batch"]),
+                    f"{cfg['gathered_bytes_per_view'] / 2**20:.0f}",
+                    f"{v['score_forward']:.0f}",
+                    f"{v['score_backward_autograd']:.0f}",
+                    f"{v['score_backward_rowvector']:.0f}",
+                    f"{cfg['score_variants_max_abs_diff']:.1e}",
+                ]
+            )
+        )
+    return "\n".join(rows)
+
+
 def print_tables(output: Path, device: torch.device) -> None:
     runs = [r for r in _load_runs(output) if r.get("device") == device.type]
     steps = [r for r in runs if r["mode"] == "step"]
@@ -794,6 +868,7 @@ def print_tables(output: Path, device: torch.device) -> None:
                 f"{est['model']} {est['image_size']}px: bound {1e3 * est['bound_s_median']:.0f} ms at batch "
                 f"{est['measured_batch']} ({est['steps']} steps), SGD step {1e3 * est['sgd_s_median']:.0f} ms"
             )
+        print("\n" + variants_table(run))
         for s in run["skipped"]:
             print(f"skipped K{s['K']} B{s['batch']}: needs {s['bytes_needed'] / 2**30:.1f} GiB")
 

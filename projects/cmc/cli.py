@@ -73,6 +73,14 @@ def _optimisation_flags(parser: argparse.ArgumentParser, *, crop_flag: str) -> N
     paths.add_argument(
         "--image_size", type=int, default=224, help="training crop size (the original's 224; ours)"
     )
+    emu = parser.add_argument_group("BN emulation (ours)")
+    emu.add_argument(
+        "--bn_splits",
+        type=int,
+        default=1,
+        help="per-device BN of nn.DataParallel emulated on one device: BN normalises this many sub-batches "
+        "separately (the README trains on 4 GPUs); under DDP each rank already has its own BN",
+    )
 
 
 def _nce_flags(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +185,7 @@ def _finish(parser: argparse.ArgumentParser, args: argparse.Namespace, crop_flag
         "--nce_m": 0.0 <= args.nce_m <= 1.0,
         "--feat_dim": args.feat_dim >= 1,
         "--image_size": args.image_size >= 8,
+        "--bn_splits": args.bn_splits >= 1,
         crop_flag: 0.0 < getattr(args, crop_flag.lstrip("-")) <= 1.0,
         "--g_prob": 0.0 <= args.g_prob <= 1.0,
         "--r_prob": 0.0 <= args.r_prob <= 1.0,

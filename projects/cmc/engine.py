@@ -32,6 +32,7 @@ from selfsup.shared.data.imagefolder import CorruptImageError
 from selfsup.shared.data.instances import InstanceIndexed
 from selfsup.shared.data.mixtures import build_image_mixture
 from selfsup.shared.distributed import DistEnv, cleanup, init_distributed
+from selfsup.shared.models.split_batchnorm import convert_split_batchnorm
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import apply_lr, step_lr
 from selfsup.shared.runtime.config import freeze, run_record, save_run_config
@@ -230,6 +231,9 @@ class ContrastTrainer:
         dataset, sampler, loader = self.make_data(env, per_rank_batch)
         self.device = env.device
         self.build(len(dataset))
+        for name in ("model", "model_ema"):  # --bn_splits: the original's per-GPU BN under DataParallel
+            if name in self.state_modules():
+                convert_split_batchnorm(self.state_modules()[name], args.bn_splits)
         for module in self.state_modules().values():
             module.to(env.device)
         optimizer = build_optimizer(

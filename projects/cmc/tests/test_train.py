@@ -127,3 +127,18 @@ def test_torchrun_two_process_gloo_run(tmp_path, tiny_cmc, free_port):
     (out,) = list(tmp_path.iterdir())
     ckpt = load(out / "current.pth")
     assert ckpt["global_step"] == 3 and ckpt["args"]["world_size"] == 2
+
+
+def test_bn_splits_emulates_per_gpu_bn_and_keeps_the_original_keys(tmp_path, tiny_ins):
+    from selfsup.cmc.cli import parse_moco_ins_args
+    from selfsup.cmc.train_moco_ins import MocoInsTrainer
+    from selfsup.shared.models.split_batchnorm import SplitBatchNorm2d
+
+    flags = [*tiny_ins, "--moco", "--bn_splits", "4", "--max_iters", "2", "--model_path", str(tmp_path)]
+    trainer = MocoInsTrainer(parse_moco_ins_args(flags), flags)
+    trainer.train()
+    for module in (trainer.model, trainer.model_ema):
+        assert any(isinstance(m, SplitBatchNorm2d) for m in module.modules())
+    (ckpt_path,) = tmp_path.glob("*/current.pth")
+    plain = run(ins_main, tmp_path / "plain", [*tiny_ins, "--moco"], "--max_iters", "1")
+    assert set(load(ckpt_path)["model"]) == set(load(plain / "current.pth")["model"])
