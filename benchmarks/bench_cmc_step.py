@@ -53,7 +53,9 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=8, help="timed rounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, memories and inputs")
     parser.add_argument("--label", default=None, help="row label (default: derived from the configuration)")
+    parser.add_argument("--raw_output", type=Path, default=None, help=argparse.SUPPRESS)  # bank child
     parser.add_argument(
         "--output",
         type=Path,
@@ -495,7 +498,45 @@ class EstimateSteps:
         self.scaler.update()
 
 
+def bank_rounds(args: argparse.Namespace, device: torch.device) -> dict[str, list[dict[str, Any]]]:
+    """Child of ``--mode bank``: the passes of one (K, batch) configuration, rotating within each round."""
+    (k,), (batch,) = args.bank_k, args.bank_batch
+    bank = BankSteps(args, device)
+    runs = {"pieces": bank.pieces, "whole": bank.whole, "variants": bank.variants}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for round_index in range(args.warmup + args.repeats):
+        shift = round_index % len(BANK_PASSES)
+        for kind in BANK_PASSES[shift:] + BANK_PASSES[:shift]:
+            feat_l, feat_ab, index = bank.inputs(batch)
+            laps = Laps(device, sync=True)
+            result: list[Any] = []
+            rec = timed(
+                device,
+                lambda run=runs[kind], f=(feat_l, feat_ab, index), laps=laps, out=result: out.append(
+                    run(*f, k, laps)
+                ),
+            )
+            rec.update(laps.times)
+            if kind == "variants":
+                rec["max_abs_diff"] = result[0]
+            if round_index >= args.warmup:
+                records.setdefault(f"K{k} B{batch} {kind}", []).append(
+                    {"round": round_index - args.warmup, **rec}
+                )
+    return records
+
+
+def child_argv(args: argparse.Namespace, k: int, batch: int, raw_path: Path) -> list[str]:
+    flags = ("device", "threads", "precision", "feat_dim", "warmup", "repeats", "seed", "bank_entries")
+    argv = [sys.executable, str(Path(__file__).resolve()), "--mode", "bank"]
+    for name in flags:
+        argv += [f"--{name}", str(getattr(args, name))]
+    return [*argv, "--bank_k", str(k), "--bank_batch", str(batch), "--raw_output", str(raw_path)]
+
+
 def measure_bank(args: argparse.Namespace, device: torch.device, precision: str) -> dict[str, Any]:
+    """Every (K, batch) that fits in its own child process (the heap of a process that runs only that
+    configuration, as a training run has), one after the other; then the ``--estimate_model`` steps here."""
     available = available_memory_bytes(device)
     budget = args.memory_fraction * available - bank_bytes(args.bank_entries, args.feat_dim)
     configs, skipped = [], []
@@ -505,45 +546,34 @@ def measure_bank(args: argparse.Namespace, device: torch.device, precision: str)
             (configs if need <= budget else skipped).append((k, batch, need))
     if not configs:
         raise SystemExit(f"bench_cmc_step: no bank configuration fits in {available / 2**30:.1f} GiB")
-    bank = BankSteps(args, device)
-    estimate = EstimateSteps(args, device, precision) if args.estimate_model != "none" else None
-    tasks = [(k, b, p) for k, b, _ in configs for p in BANK_PASSES] + (["estimate"] if estimate else [])
     records: dict[str, list[dict[str, Any]]] = {}
-    load_before = os.getloadavg()
-    for round_index in range(args.warmup + args.repeats):
-        shift = round_index % len(tasks)
-        for task in tasks[shift:] + tasks[:shift]:
-            if task == "estimate":
-                assert estimate is not None
-                rec = timed(device, estimate.bound)
-                rec["sgd_seconds"] = timed(device, estimate.sgd)["seconds"]
-                key = "estimate"
-            else:
-                k, batch, kind = task
-                feat_l, feat_ab, index = bank.inputs(batch)
-                laps = Laps(device, sync=True)
-                run = {"pieces": bank.pieces, "whole": bank.whole, "variants": bank.variants}[kind]
-                result: list[Any] = []
-                rec = timed(
-                    device,
-                    lambda run=run, f=(feat_l, feat_ab, index), k=k, laps=laps, out=result: out.append(
-                        run(*f, k, laps)
-                    ),
-                )
-                rec.update(laps.times)
-                if kind == "variants":
-                    rec["max_abs_diff"] = result[0]
-                key = f"K{k} B{batch} {kind}"
+    loads: dict[str, Any] = {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory(prefix="bench_cmc_step_") as tmp:
+        for k, batch, _ in configs:
+            raw_path = Path(tmp) / f"K{k}_B{batch}.json"
+            print(f"[bench_cmc_step] bank K{k} B{batch} (child process)", file=sys.stderr)
+            load_before = os.getloadavg()
+            subprocess.run(child_argv(args, k, batch, raw_path), env=env, check=True)
+            records.update(json.loads(raw_path.read_text()))
+            loads[f"K{k} B{batch}"] = [load_before, os.getloadavg()]
+    if args.estimate_model != "none":
+        print(f"[bench_cmc_step] {args.estimate_model} bound steps", file=sys.stderr)
+        load_before = os.getloadavg()
+        estimate = EstimateSteps(args, device, precision)
+        for round_index in range(args.warmup + args.repeats):
+            rec = timed(device, estimate.bound)
+            rec["sgd_seconds"] = timed(device, estimate.sgd)["seconds"]
             if round_index >= args.warmup:
-                records.setdefault(key, []).append({"round": round_index - args.warmup, **rec})
-        print(f"[bench_cmc_step] round {round_index + 1}/{args.warmup + args.repeats}", file=sys.stderr)
+                records.setdefault("estimate", []).append({"round": round_index - args.warmup, **rec})
+        loads["estimate"] = [load_before, os.getloadavg()]
     return {
         "records": records,
         "configs": [(k, b) for k, b, _ in configs],
         "skipped": [{"K": k, "batch": b, "bytes_needed": n} for k, b, n in skipped],
         "available_memory_bytes_at_start": available,
         "bank_bytes": bank_bytes(args.bank_entries, args.feat_dim),
-        "load_average": [load_before, os.getloadavg()],
+        "load_average": loads,
     }
 
 
@@ -705,8 +735,9 @@ def _load_runs(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()).get("runs", [])
 
 
-def _load(run: dict[str, Any]) -> str:
-    before, after = run["load_average_1_5_15_min_before_after"]
+def _load(before_after: list[list[float]]) -> str:
+    """The 1-minute load averages before and after, e.g. ``1.2 / 1.9``."""
+    before, after = before_after
     return f"{before[0]:.1f} / {after[0]:.1f}"
 
 
@@ -760,7 +791,7 @@ def step_row(run: dict[str, Any]) -> str:
             _ms(gap["loss"], 1),
             _ms(gap["backward_extra"]),
             _ms(gap["optimizer"], 1),
-            _load(run),
+            _load(run["load_average_1_5_15_min_before_after"]),
         ]
     )
 
@@ -794,6 +825,8 @@ def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
         "score backward ms",
         "bank ms/step (whole)",
         "A/A pieces/whole",
+        "kernel ms (whole)",
+        "load before / after",
         *(f"share of {s['label']} full step" for s in steps),
     ]
     if est:
@@ -812,6 +845,8 @@ def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
             f"{p['backward']:.0f}",
             f"{cfg['bank_ms_per_step']:.0f}",
             f"{cfg['aa_pieces_over_whole']:.3f}",
+            f"{1e3 * cfg['whole']['step_kernel_s_median']:.0f}",
+            _load(bank_run["load_average_1_5_15_min_before_after"][f"K{cfg['K']} B{cfg['batch']}"]),
             *(_bank_share(cfg, bank_run, s) for s in steps),
         ]
         if est:
@@ -860,13 +895,14 @@ def print_tables(output: Path, device: torch.device) -> None:
         for run in steps:
             print(step_row(run))
     for run in (r for r in runs if r["mode"] == "bank"):
-        print(f"\n{run['label']} (load before / after {_load(run)})")
+        print(f"\n{run['label']}")
         print(bank_table(run, steps))
         est = run.get("estimate")
         if est:
             print(
                 f"{est['model']} {est['image_size']}px: bound {1e3 * est['bound_s_median']:.0f} ms at batch "
-                f"{est['measured_batch']} ({est['steps']} steps), SGD step {1e3 * est['sgd_s_median']:.0f} ms"
+                f"{est['measured_batch']} ({est['steps']} steps), SGD step {1e3 * est['sgd_s_median']:.0f} ms "
+                f"(load before / after {_load(run['load_average_1_5_15_min_before_after']['estimate'])})"
             )
         print("\n" + variants_table(run))
         for s in run["skipped"]:
@@ -886,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_cmc_step: --repeats and --warmup must be >= 1")
     if args.mode == "step":
         run = summarize_steps(measure_steps(args, device), args, device)
+    elif args.raw_output is not None:  # child of --mode bank: one configuration, raw records only
+        args.raw_output.write_text(json.dumps(bank_rounds(args, device)))
+        return 0
     else:
         precision = amp_precision(trainer_args(args), device)
         run = summarize_bank(measure_bank(args, device, precision), args, device)

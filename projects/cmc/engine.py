@@ -264,8 +264,6 @@ class ContrastTrainer:
                 device_ids=[env.device.index] if env.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
-        per_rank_samples = -(-len(dataset) // env.world_size)
-        iters_per_epoch = -(-per_rank_samples // per_rank_batch)
         metrics = MetricLogger(
             out / "log.csv",
             fieldnames=["global_step", "epoch", *self.log_fields, "lr", "images_per_s"],
@@ -303,18 +301,15 @@ class ContrastTrainer:
                 return save(out / f"ckpt_epoch_{done}.pth", done, 0, step)
             return last
 
-        spec = LoopSpec(
-            start_epoch=start_epoch,
-            start_iter=start_iter,
-            start_step=step,
+        spec = LoopSpec.from_flags(
+            args,
+            start=(start_epoch, start_iter, step),
             max_epoch=args.epochs,
-            per_rank_batch=per_rank_batch,
-            iters_per_epoch=iters_per_epoch,
-            world_size=env.world_size,
             log_every=args.print_freq,
-            ckpt_interval=args.ckpt_interval,
-            max_iters=args.max_iters,
-            show_progress=env.is_main and not args.no_progress,
+            num_samples=len(dataset),
+            per_rank_batch=per_rank_batch,
+            world_size=env.world_size,
+            is_main=env.is_main,
         )
         result = run_epochs(
             spec,

@@ -302,9 +302,17 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
             device_ids=[env.device.index] if env.device.type == "cuda" else None,
             broadcast_buffers=False,
         )
-    per_rank_samples = -(-len(seeded) // env.world_size)
-    iters_per_epoch = -(-per_rank_samples // per_rank_batch)
-    schedule = build_schedule(args, iters_per_epoch)
+    spec = LoopSpec.from_flags(
+        args,
+        start=(start_epoch, start_iter, step),
+        max_epoch=args.max_epoch,
+        log_every=args.log_every,
+        num_samples=len(seeded),
+        per_rank_batch=per_rank_batch,
+        world_size=env.world_size,
+        is_main=env.is_main,
+    )
+    schedule = build_schedule(args, spec.iters_per_epoch)
     metrics = MetricLogger(
         loss_dir / "loss.csv",
         fieldnames=LOG_FIELDS,
@@ -345,19 +353,6 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
         if env.is_main and args.plot_iter and step % args.plot_iter == 0:
             plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
 
-    spec = LoopSpec(
-        start_epoch=start_epoch,
-        start_iter=start_iter,
-        start_step=step,
-        max_epoch=args.max_epoch,
-        per_rank_batch=per_rank_batch,
-        iters_per_epoch=iters_per_epoch,
-        world_size=env.world_size,
-        log_every=args.log_every,
-        ckpt_interval=args.ckpt_interval,
-        max_iters=args.max_iters,
-        show_progress=env.is_main and not args.no_progress,
-    )
     result = run_epochs(
         spec,
         loader=loader,

@@ -206,24 +206,15 @@ LINEAR_PRESETS: dict[str, LinearConfig] = {
         select="last",
     ),
 }
-LINEAR_PRESETS["cmc_insdis"] = LinearConfig(
+LINEAR_PRESETS["cmc_insdis"] = dataclasses.replace(
+    LINEAR_PRESETS["cmc_alexnet"],
     preset="cmc_insdis",
     source="HobbitLong/CMC eval_moco_ins.py (InsDis/MoCo query encoder, --layer 6, --aug CJ; specs/cmc.md §8)",
-    sizes=_IMAGENET_SIZES,
-    resize_ratio=_IMAGENET_RATIO,
     train_aug="rrc_cj_flip",
-    crop_low=0.2,
     normalization="imagenet",
+    color_space="rgb",
     layer="6",
     pool="avg",
-    lr=0.1,
-    weight_decay=0.0,
-    batch_size=256,
-    epochs=60,
-    schedule="step",
-    milestones=(30, 40, 50),
-    gamma=0.2,
-    head_init="normal",
 )
 LINEAR_PRESETS["cmc_resnet50v3"] = dataclasses.replace(
     LINEAR_PRESETS["cmc_resnet"],

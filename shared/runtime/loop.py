@@ -52,6 +52,37 @@ class LoopSpec:
     max_iters: int = 0
     show_progress: bool = False
 
+    @classmethod
+    def from_flags(
+        cls,
+        args: Any,
+        *,
+        start: tuple[int, int, int],
+        max_epoch: int,
+        log_every: int,
+        num_samples: int,
+        per_rank_batch: int,
+        world_size: int,
+        is_main: bool,
+    ) -> LoopSpec:
+        """The spec of a run: ``start`` = ``(epoch, iteration, step)``, the common flags ``--ckpt_interval``,
+        ``--max_iters`` and ``--no_progress`` from ``args``, and the iterations per epoch of a sampler that
+        pads ``num_samples`` to a multiple of ``world_size`` (``ResumableSampler``)."""
+        per_rank_samples = -(-num_samples // world_size)
+        return cls(
+            start_epoch=start[0],
+            start_iter=start[1],
+            start_step=start[2],
+            max_epoch=max_epoch,
+            per_rank_batch=per_rank_batch,
+            iters_per_epoch=-(-per_rank_samples // per_rank_batch),
+            world_size=world_size,
+            log_every=log_every,
+            ckpt_interval=args.ckpt_interval,
+            max_iters=args.max_iters,
+            show_progress=is_main and not args.no_progress,
+        )
+
 
 @dataclass(frozen=True)
 class LoopResult:
