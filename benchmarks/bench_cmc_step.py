@@ -23,8 +23,10 @@ inside every round so that load from other processes hits them alike; medians ov
 
 ``--mode bank``: the memory bank alone, per step, on a :class:`CMCContrast` of ``--bank_entries`` rows of
 ``--feat_dim`` (default 1 281 167 x 128, ImageNet's training set: two banks of 1.3 GB fp32), for every
-``--bank_k`` x ``--bank_batch``, interleaved in rotating order. Two passes per configuration and round, on fresh
-unit-norm leaf features and fresh unique instance ids:
+``--bank_k`` x ``--bank_batch`` that fits in ``--memory_fraction`` of the free memory. Each configuration runs
+in its own child process (the heap of a process that runs only that configuration, as a training run has),
+its three passes in rotating order within every round, on fresh unit-norm leaf features and fresh distinct
+instance ids (NCE mode, the trainer's default):
 
 * ``pieces`` - ``CMCContrast.forward`` unrolled into timed pieces in its own order: ``sample`` (B x (K+1)
   indices, alias method), ``gather_score`` (rows of both memories gathered and scored against the other view),
@@ -71,6 +73,7 @@ from selfsup.cmc.engine import amp_precision
 from selfsup.cmc.loss import nce_loss, softmax_loss
 from selfsup.cmc.model import CMC_MODELS, build_cmc_model
 from selfsup.cmc.train import CMCTrainer
+from selfsup.shared.models.split_batchnorm import convert_split_batchnorm
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.runtime.cpu import tune_malloc
 from selfsup.shared.runtime.precision import (
@@ -95,6 +98,7 @@ STEP_CONFIG = (
     "nce_k",
     "num_data",
     "softmax",
+    "bn_splits",
     "precision",
     "feat_dim",
     "threads",
@@ -135,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_data", type=int, default=CIFAR_TRAIN, help="memory rows = training-set size (default: CIFAR)"
     )
     step.add_argument("--softmax", action="store_true", help="softmax loss instead of NCE")
+    step.add_argument(
+        "--bn_splits", type=int, default=1, help="the trainer's --bn_splits (split BN sub-batches)"
+    )
     bank = parser.add_argument_group("--mode bank")
     bank.add_argument("--bank_entries", type=int, default=IMAGENET_TRAIN, help="rows per memory bank")
     bank.add_argument("--bank_k", type=int, nargs="+", default=[4096, 16384], help="negatives K")
@@ -169,6 +176,7 @@ def step_label(args: argparse.Namespace, precision: str, device: torch.device) -
     """E.g. ``resnet18v1 cifar-stem 32px b128 K4096 N50000 fp32 1thr``."""
     stem = " cifar-stem" if args.cifar_stem else ""
     loss = " softmax" if args.softmax else ""
+    loss += f" bn-splits{args.bn_splits}" if args.bn_splits > 1 else ""
     return (
         f"{args.model}{stem} {args.image_size}px b{args.batch_size} K{args.nce_k} N{args.num_data}{loss} "
         f"{precision}{_threads_suffix(device)}"
@@ -245,6 +253,8 @@ def trainer_args(args: argparse.Namespace) -> argparse.Namespace:
         argv.append("--cifar_stem")
     if args.softmax:
         argv.append("--softmax")
+    if args.bn_splits > 1:
+        argv += ["--bn_splits", str(args.bn_splits)]
     return parse_cmc_args(argv)
 
 
@@ -258,6 +268,9 @@ class CMCSteps:
         trainer.device = device
         trainer.precision = amp_precision(targs, device)
         trainer.build(args.num_data)
+        for name in ("model", "model_ema"):  # as ContrastTrainer.train: --bn_splits (1: plain BN)
+            if name in trainer.state_modules():
+                convert_split_batchnorm(trainer.state_modules()[name], targs.bn_splits)
         for module in trainer.state_modules().values():
             module.to(device)
         self.optimizer = build_optimizer(
@@ -457,14 +470,16 @@ class BankSteps:
         k: int,
         lap: Callable[[str], None],
     ) -> float:
-        """One view's scores (``_scores``: a bmm) with autograd's backward into the features, and the same
-        gradient as one row-vector bmm (``grad[b] @ rows[b]``); returns their largest absolute difference."""
+        """One view's scores as a plain ``torch.bmm`` with autograd's backward into the features (what
+        ``_scores`` did before it got its own backward), and the same gradient as one row-vector bmm
+        (``grad[b] @ rows[b]``, ``_scores``' backward now); returns their largest absolute difference."""
         del feat_ab
         grad = torch.randn(index.shape[0], k + 1, device=self.device)
         lap("setup")
         rows = self.contrast.memory_ab.gather_rows(self.contrast.memory_l.sample_indices(index, k))
         lap("sample_gather")
-        scores = _scores(rows, feat_l)
+        batch, dim = feat_l.shape
+        scores = torch.bmm(rows, feat_l.view(batch, dim, 1)).view(batch, -1)
         lap("score_forward")
         scores.backward(grad)
         lap("score_backward_autograd")

@@ -360,3 +360,20 @@ def test_two_ranks_score_their_half_like_one_process(two_ranks, single_process):
         full = torch.cat([two_ranks[0][name], two_ranks[1][name]])
         torch.testing.assert_close(full, single_process[name], rtol=1e-5, atol=0)
         assert full.shape[0] == 2 * n
+
+
+def test_scores_backward_equals_autograds_bmm_and_finite_differences():
+    from selfsup.cmc.contrast import _scores
+
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(4, 9, 6, generator=generator)
+    anchors = torch.randn(4, 6, generator=generator, requires_grad=True)
+    grad = torch.randn(4, 9, generator=generator)
+    _scores(rows, anchors).backward(grad)
+    ours = anchors.grad.clone()
+    anchors.grad = None
+    torch.bmm(rows, anchors.view(4, 6, 1)).view(4, -1).backward(grad)
+    assert torch.allclose(ours, anchors.grad, atol=1e-6)
+    rows64 = rows.double()
+    anchors64 = anchors.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: _scores(rows64, a), (anchors64,))
