@@ -250,15 +250,16 @@ class CMCContrast(_MemoryContrast):
 
     def original_state_dict(self) -> dict[str, torch.Tensor]:
         """The original checkpoint's ``contrast``: ``params = [K, T, Z_l, Z_ab, m]`` (fp32), ``memory_l``,
-        ``memory_ab`` (copies)."""
+        ``memory_ab``: the buffers themselves, not copies, so that a checkpoint holding this beside
+        ``state_dict()`` stores each memory once (``torch.save`` keeps one copy of a shared storage)."""
         params = torch.tensor(
             [self.num_negatives, self.temperature, float(self.z_l), float(self.z_ab), self.momentum],
             dtype=torch.float32,
         )
         return {
             "params": params.to(self.z_l.device),
-            "memory_l": self.memory_l.memory.clone(),
-            "memory_ab": self.memory_ab.memory.clone(),
+            "memory_l": self.memory_l.memory.detach(),
+            "memory_ab": self.memory_ab.memory.detach(),
         }
 
     def load_original_state_dict(self, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
@@ -344,7 +345,7 @@ class InsDisContrast(_MemoryContrast):
         params = torch.tensor(
             [self.num_negatives, self.temperature, float(self.z), self.momentum], dtype=torch.float32
         )
-        return {"params": params.to(self.z.device), "memory": self.memory.memory.clone()}
+        return {"params": params.to(self.z.device), "memory": self.memory.memory.detach()}
 
     def load_original_state_dict(self, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
         """Load an original ``contrast`` entry; with ``strict`` its K, T and m must equal this module's."""
@@ -456,7 +457,7 @@ class MoCoContrast(nn.Module):
     def original_state_dict(self) -> dict[str, torch.Tensor]:
         """The original checkpoint's ``contrast``: ``params = [Z]`` (fp32) and ``memory`` (the queue, a copy).
         The pointer is not part of it (the original kept it as a Python int)."""
-        return {"params": self.z.detach().clone().reshape(1), "memory": self.queue.clone()}
+        return {"params": self.z.detach().clone().reshape(1), "memory": self.queue.detach()}
 
     def load_original_state_dict(self, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
         """Load an original ``contrast`` entry. The pointer restarts at 0, as the original's did on resume.

@@ -49,6 +49,10 @@ def test_cmc_checkpoint_holds_the_original_entries_and_the_training_state(tmp_pa
     assert ckpt["contrast"]["memory_l"].shape == (1347, 128)
     assert ckpt["opt"]["nce_k"] == 64 and ckpt["opt"]["view"] == "Lab"
     assert ckpt["global_step"] == 3 and ckpt["iteration"] == 3 and ckpt["format"] == "selfsup"
+    # the memories (1.3 GB for ImageNet) appear in `contrast` and in the training state, stored once
+    for name in ("memory_l", "memory_ab"):
+        original, state = ckpt["contrast"][name], ckpt["state"]["contrast"][f"{name}.memory"]
+        assert original.untyped_storage().data_ptr() == state.untyped_storage().data_ptr()
     assert (out / "config.json").is_file() and (out / "log.csv").is_file()
 
 
