@@ -15,6 +15,7 @@ import sys
 #: when it lands.
 DEMOS: dict[str, str] = {
     "moco": "selfsup.moco.demo",
+    "cmc-moco": "selfsup.cmc.demo",
 }
 
 
