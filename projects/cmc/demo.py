@@ -24,6 +24,7 @@ from selfsup.cmc.model import build_cmc_model
 from selfsup.cmc.train_moco_ins import MocoInsTrainer, run_name
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.evaluation import evaluate_checkpoint
+from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
 
 TRAIN_FLAGS = [
     "--moco", "--model", "resnet18", "--cifar_stem", "--image_size", "16", "--crop", "0.3",
@@ -92,30 +93,16 @@ def main(argv: list[str] | None = None, prog: str = "selfsup-demo --method cmc-m
         "random_init": evaluate(random_path, opts.device, opts.seed),
     }
     eval_s = time.perf_counter() - tic
-    summary = {
-        name: {f"{p}_top{k}": r[p][f"top{k}"] for p in ("knn", "linear") for k in (1, 5)}
-        for name, r in results.items()
-    }
-    payload = {
-        "summary": summary,
-        "details": results,
-        "checkpoint": str(checkpoint),
-        "train_flags": flags,
-        "seconds": {"train": train_s, "evaluate": eval_s, "total": time.perf_counter() - started},
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    seconds = {"train": train_s, "evaluate": eval_s, "total": time.perf_counter() - started}
+    payload = write_comparison(
+        out / "results.json", results, seconds=seconds, checkpoint=str(checkpoint), train_flags=flags
+    )
     precision = json.loads((run / "config.json").read_text()).get("precision_resolved", args.precision)
-    print(
-        f"\nMoCo of the CMC repository on the embedded digits ({opts.epochs} epochs, 1347 train / 450 test "
+    title = (
+        f"MoCo of the CMC repository on the embedded digits ({opts.epochs} epochs, 1347 train / 450 test "
         f"images at 16 px), ResNet-18, {precision}:"
     )
-    print(f"{'encoder':<14}{'kNN top-1':>11}{'linear top-1':>14}")
-    for name, row in summary.items():
-        print(f"{name:<14}{row['knn_top1']:>10.2f}%{row['linear_top1']:>13.2f}%")
-    seconds = payload["seconds"]
-    print(f"pre-training {seconds['train']:.0f} s, evaluation {seconds['evaluate']:.0f} s")
+    print(format_comparison(title, payload["summary"], seconds))
     print(f"wrote {out / 'results.json'}")
     return 0
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.shared.checkpoints.io import atomic_save, find_latest_checkpoint, load_training_checkpoint
-from selfsup.shared.data import ResumableSampler, SeededTransformDataset, build_dataset, build_loader
+from selfsup.shared.data import SeededTransformDataset, build_dataset, build_training_loader
 from selfsup.shared.data.imagefolder import CorruptImageError
 from selfsup.shared.data.instances import InstanceIndexed
 from selfsup.shared.data.mixtures import build_image_mixture
@@ -136,21 +136,13 @@ class ContrastTrainer:
             flags = {name: getattr(args, name) for name in IM_FLAGS}
             mixed = build_image_mixture(seeded, args.IM_type, **flags)
         indexed = InstanceIndexed(mixed)
-        sampler = ResumableSampler(
-            len(indexed),
-            shuffle=True,
-            seed=args.seed,
-            num_replicas=env.world_size,
-            rank=env.rank,
-            tag_epoch=True,
-        )
-        loader = build_loader(
+        sampler, loader = build_training_loader(
             indexed,
             batch_size=per_rank_batch,
-            sampler=sampler,
-            num_workers=args.num_workers,
-            persistent_workers=True,
             seed=args.seed,
+            num_workers=args.num_workers,
+            num_replicas=env.world_size,
+            rank=env.rank,
         )
         return indexed, sampler, loader
 

@@ -21,6 +21,7 @@ from selfsup.moco.cli import parse_args
 from selfsup.moco.train import backbone_config, input_normalization, run_dir, train
 from selfsup.shared.checkpoints.formats import load_backbone
 from selfsup.shared.evaluation import run_knn, run_linear
+from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
 from selfsup.shared.models.backbones import build_backbone_from_config
 
 #: The demo's pre-training recipe. Digits are 8x8 images upscaled, so 16 px crops lose nothing and train 4x
@@ -90,39 +91,23 @@ def main(argv: list[str] | None = None, prog: str = "moco-demo") -> int:
 
     loss_png = out / "loss.png"
     shutil.copyfile(run_dir(args) / "loss" / "loss.png", loss_png)
-    summary = {
-        name: {
-            "knn_top1": r["knn"]["top1"],
-            "knn_top5": r["knn"]["top5"],
-            "linear_top1": r["linear"]["top1"],
-            "linear_top5": r["linear"]["top5"],
-        }
-        for name, r in results.items()
-    }
-    payload = {
-        "summary": summary,
-        "details": results,
-        "checkpoint": str(checkpoint),
-        "checkpoint_format": report.format,
-        "train_flags": flags,
-        "seconds": {"train": train_s, "evaluate": eval_s, "total": time.perf_counter() - started},
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
+    seconds = {"train": train_s, "evaluate": eval_s, "total": time.perf_counter() - started}
+    payload = write_comparison(
+        out / "results.json",
+        results,
+        seconds=seconds,
+        checkpoint=str(checkpoint),
+        checkpoint_format=report.format,
+        train_flags=flags,
+    )
     precision = json.loads((run_dir(args) / "config.json").read_text()).get(
         "precision_resolved", args.precision
     )
-    print(
-        f"\nMoCo v2 on the embedded digits ({opts.epochs} epochs, 1347 train / 450 test images at 16 px), "
+    title = (
+        f"MoCo v2 on the embedded digits ({opts.epochs} epochs, 1347 train / 450 test images at 16 px), "
         f"ResNet-18 width 16, {precision}:"
     )
-    print(f"{'encoder':<14}{'kNN top-1':>11}{'linear top-1':>14}")
-    for name, row in summary.items():
-        print(f"{name:<14}{row['knn_top1']:>10.2f}%{row['linear_top1']:>13.2f}%")
-    seconds = payload["seconds"]
-    print(f"pre-training {seconds['train']:.0f} s, evaluation {seconds['evaluate']:.0f} s")
+    print(format_comparison(title, payload["summary"], seconds))
     print(f"wrote {out / 'results.json'} and {loss_png}")
     return 0
 

@@ -22,11 +22,10 @@ from selfsup.moco.model import MoCo
 from selfsup.shared.checkpoints.io import atomic_save, load_training_checkpoint, resolve_resume
 from selfsup.shared.data import (
     CorruptImageError,
-    ResumableSampler,
     SeededTransformDataset,
     TwoCropsTransform,
     build_dataset,
-    build_loader,
+    build_training_loader,
     moco_eveningglow_transform,
     moco_v2_transform,
 )
@@ -206,16 +205,13 @@ def make_data(args: argparse.Namespace, env: DistEnv, per_rank_batch: int):
     scale = {} if args.crop_min is None else {"min_scale": args.crop_min}
     view = recipe(crop=args.crop, **scale)
     seeded = SeededTransformDataset(dataset, TwoCropsTransform(view), seed=args.seed)
-    sampler = ResumableSampler(
-        len(seeded), shuffle=True, seed=args.seed, num_replicas=env.world_size, rank=env.rank, tag_epoch=True
-    )
-    loader = build_loader(
+    sampler, loader = build_training_loader(
         seeded,
         batch_size=per_rank_batch,
-        sampler=sampler,
-        num_workers=args.num_workers,
-        persistent_workers=True,
         seed=args.seed,
+        num_workers=args.num_workers,
+        num_replicas=env.world_size,
+        rank=env.rank,
     )
     return seeded, sampler, loader
 

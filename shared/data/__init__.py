@@ -21,7 +21,13 @@ from selfsup.shared.data.datasets import (
 )
 from selfsup.shared.data.imagefolder import CorruptImageError, ImageFolderDataset, verify_images
 from selfsup.shared.data.mixtures import IMAGE_MIXTURES, build_image_mixture
-from selfsup.shared.data.sampling import ResumableSampler, SeededTransformDataset, build_loader, mix_seed
+from selfsup.shared.data.sampling import (
+    ResumableSampler,
+    SeededTransformDataset,
+    build_loader,
+    build_training_loader,
+    mix_seed,
+)
 from selfsup.shared.data.transforms import (
     NORMALIZATION,
     MultiCropTransform,
@@ -48,6 +54,7 @@ __all__ = [
     "build_dataset",
     "build_image_mixture",
     "build_loader",
+    "build_training_loader",
     "dataset_info",
     "dataset_splits",
     "linear_eval_transform",

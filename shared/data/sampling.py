@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from selfsup.shared.runtime.seeding import seed_worker
 
-__all__ = ["ResumableSampler", "SeededTransformDataset", "build_loader", "mix_seed"]
+__all__ = ["ResumableSampler", "SeededTransformDataset", "build_loader", "build_training_loader", "mix_seed"]
 
 
 def mix_seed(*values: int) -> int:
@@ -255,3 +255,30 @@ def build_loader(
         worker_init_fn=seed_worker,
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+def build_training_loader(
+    dataset: Dataset, *, batch_size: int, seed: int, num_workers: int, num_replicas: int = 1, rank: int = 0
+) -> tuple[ResumableSampler, DataLoader]:
+    """The pre-training loader every trainer uses: this rank's share of a ``(seed, epoch)`` permutation with
+    epoch-tagged indices (:class:`ResumableSampler`), persistent workers, workers seeded from ``seed``.
+
+    ``dataset`` takes the ``(epoch, index)`` keys (a :class:`SeededTransformDataset` or a wrapper of one).
+    """
+    sampler = ResumableSampler(
+        len(dataset),  # type: ignore[arg-type]
+        shuffle=True,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+        tag_epoch=True,
+    )
+    loader = build_loader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=True,
+        seed=seed,
+    )
+    return sampler, loader
