@@ -11,7 +11,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "shared", "moco", "cmc", "transfer", "e2e"]
+nox.options.sessions = ["lint", "shared", "moco", "cmc", "swav_unmix", "intl", "transfer", "e2e"]
 nox.options.error_on_missing_interpreters = False
 
 PYTEST = ("python", "-m", "pytest", "-q", "-m", "not slow")
@@ -40,6 +40,18 @@ def moco(session: nox.Session) -> None:
 def cmc(session: nox.Session) -> None:
     """projects/cmc: views, encoders, memory banks, NCE, Image Mixture, trainers, resume, torchrun."""
     session.run(*PYTEST, "projects/cmc/tests", *session.posargs)
+
+
+@nox.session
+def swav_unmix(session: nox.Session) -> None:
+    """projects/swav_unmix: Sinkhorn, swapped loss, queue, Un-Mix, model, trainer, resume, scripts, torchrun."""
+    session.run(*PYTEST, "projects/swav_unmix/tests", *session.posargs)
+
+
+@nox.session
+def intl(session: nox.Session) -> None:
+    """projects/intl: IterNorm, spectral power, group ZCA, losses, INTL and CW-RGP trainers, evaluate.py, scripts."""
+    session.run(*PYTEST, "projects/intl/tests", *session.posargs)
 
 
 @nox.session

@@ -28,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.shared.checkpoints.io import atomic_save, find_latest_checkpoint, load_training_checkpoint
 from selfsup.shared.data import SeededTransformDataset, build_dataset, build_training_loader
-from selfsup.shared.data.imagefolder import CorruptImageError
 from selfsup.shared.data.instances import InstanceIndexed
 from selfsup.shared.data.mixtures import build_image_mixture
 from selfsup.shared.distributed import DistEnv, cleanup, init_distributed
@@ -37,6 +36,7 @@ from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import apply_lr, step_lr
 from selfsup.shared.runtime.config import freeze, run_record, save_run_config
 from selfsup.shared.runtime.cpu import tune_malloc
+from selfsup.shared.runtime.entrypoint import run_reporting_errors
 from selfsup.shared.runtime.logger import MetricLogger, get_logger
 from selfsup.shared.runtime.loop import LoopSpec, run_epochs
 from selfsup.shared.runtime.precision import autocast, check_precision, make_grad_scaler, resolve_precision
@@ -333,13 +333,5 @@ def run_main(
 ) -> int:
     """Console entry point: parse, train, and turn bad input into a one-line error (exit status 2)."""
     args = parse(argv)
-    prog = trainer_cls.prog
-    try:
-        trainer_cls(args, argv if argv is not None else sys.argv).train()
-    except CorruptImageError as err:
-        print(f"{prog}: error: {err.one_line()}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    trainer = trainer_cls(args, argv if argv is not None else sys.argv)
+    return run_reporting_errors(trainer_cls.prog, trainer.train)

@@ -65,7 +65,7 @@ __all__ = [
 ORIGINAL_PREFIX = "encoder.module."
 #: Channels of the stem of every CMC and InsDis ResNet, whatever the stage width.
 STEM_WIDTH = 64
-#: ResNet depth -> (block, blocks per stage). ``resnet101`` is not among the harness's ``ARCHITECTURES``.
+#: ResNet depth -> (block, blocks per stage).
 DEPTHS: dict[str, tuple[Block, tuple[int, int, int, int]]] = {
     "resnet18": (ARCHITECTURES["resnet18"][0], ARCHITECTURES["resnet18"][1]),
     "resnet50": (ARCHITECTURES["resnet50"][0], ARCHITECTURES["resnet50"][1]),
@@ -199,7 +199,7 @@ class ResNetEncoder(ResNet):
         """The harness's ``BackboneConfig`` of this trunk (without ``fc``), ``stem_width`` included.
 
         Equals ``infer_backbone_layout(<trunk weights>).to_config()``. Raises ``ValueError`` for a depth the
-        harness does not know (``resnet101``).
+        harness does not know.
         """
         block, layers = DEPTHS[self.depth]
         names = [n for n, (b, stages, _) in ARCHITECTURES.items() if (b, tuple(stages)) == (block, layers)]

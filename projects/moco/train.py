@@ -21,7 +21,6 @@ from selfsup.moco.cli import parse_args
 from selfsup.moco.model import MoCo
 from selfsup.shared.checkpoints.io import atomic_save, load_training_checkpoint, resolve_resume
 from selfsup.shared.data import (
-    CorruptImageError,
     SeededTransformDataset,
     TwoCropsTransform,
     build_dataset,
@@ -41,6 +40,7 @@ from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import LRSchedule, apply_lr
 from selfsup.shared.runtime.config import freeze, run_record, save_run_config
 from selfsup.shared.runtime.cpu import tune_malloc
+from selfsup.shared.runtime.entrypoint import run_reporting_errors
 from selfsup.shared.runtime.logger import MetricLogger, get_logger, read_csv_log
 from selfsup.shared.runtime.loop import LoopSpec, run_epochs
 from selfsup.shared.runtime.plotting import plot_curves_if_available
@@ -372,15 +372,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        train(args, argv if argv is not None else sys.argv)
-    except CorruptImageError as err:
-        print(f"moco-train: error: {err.one_line()}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"moco-train: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_errors("moco-train", train, args, argv if argv is not None else sys.argv)
 
 
 if __name__ == "__main__":

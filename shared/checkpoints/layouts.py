@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+import torch
+
 from selfsup.shared.checkpoints.backbone_layout import is_resnet_key
 from selfsup.shared.checkpoints.format_base import (
     BRANCHES,
@@ -87,7 +89,10 @@ def _import_selfsup(ckpt: Mapping[str, Any], branch: str, view: str | None) -> F
         f"global_step {ckpt.get('global_step')}; state dict taken from {location!r}"
     ]
     drop = tuple(export.get("drop_prefixes", ()))
-    state_dict = select_backbone(ckpt[location], export.get("prefix", ""), drop, notes, f"branch {branch}")
+    prefix = export.get("prefix", "")
+    if branch != "online":  # an EMA network kept in the same state dict under its own prefix (INTL's intl_m)
+        prefix = export.get("ema_prefix", prefix)
+    state_dict = select_backbone(ckpt[location], prefix, drop, notes, f"branch {branch}")
     return FormatResult(state_dict, config=config, notes=notes)
 
 
@@ -262,6 +267,43 @@ def _import_cmc_head(ckpt: Mapping[str, Any], branch: str, view: str | None) -> 
     return FormatResult({}, head=head, notes=notes)
 
 
+_SWAV_LINEAR_BASES = ("module.", "")  # eval_linear.py saves the DDP-wrapped RegLog: module.linear.*
+
+
+def _swav_linear_base(state_dict: Mapping[str, Any]) -> str | None:
+    """The wrapper prefix of a SwAV ``RegLog`` state dict (``linear.*`` and optional ``bn.*`` only), or None."""
+    for base in _SWAV_LINEAR_BASES:
+        if linear_head(state_dict, base + "linear.weight", base + "linear.bias") is not None and all(
+            key.startswith((base + "linear.", base + "bn.")) for key in state_dict
+        ):
+            return base
+    return None
+
+
+def _detect_swav_linear(ckpt: Mapping[str, Any]) -> bool:
+    return has_state_dict(ckpt, ("state_dict",), lambda sd: _swav_linear_base(sd) is not None)
+
+
+def _import_swav_linear(ckpt: Mapping[str, Any], branch: str, view: str | None) -> FormatResult:
+    where, state_dict = require_state_dict(ckpt, ("state_dict",), "SwAV linear classifier")
+    base = _swav_linear_base(state_dict)
+    head = None if base is None else linear_head(state_dict, base + "linear.weight", base + "linear.bias")
+    if base is None or head is None:
+        raise ValueError(f"{where} is not a SwAV RegLog state dict (linear.weight/bias [, bn.*] only)")
+    classes, features = head["weight"].shape
+    notes = [f"classifier {base}linear.* ({features} -> {classes}) taken from {where}"]
+    bn = [key for key in state_dict if key.startswith(base + "bn.")]
+    if bn:
+        notes.append(
+            "the BatchNorm2d applied before the classifier (--global_pooling false --use_bn true) is not "
+            f"part of the returned head: {summarize_keys(bn)}"
+        )
+    best, epoch = ckpt.get("best_acc"), ckpt.get("epoch")
+    if isinstance(best, int | float) or (isinstance(best, torch.Tensor) and best.numel() == 1):
+        notes.append(f"best top-1 {float(best):.2f} % after epoch {epoch}")
+    return FormatResult({}, head=head, notes=notes)
+
+
 def _lincls_test(state_dict: Mapping[str, Any], with_fc: bool) -> bool:
     if not all(k.startswith("module.") for k in state_dict):
         return False
@@ -406,6 +448,15 @@ FORMATS: dict[str, CheckpointFormat] = {
             _import_cmc_head,
             kind="head",
             aliases=("cmc_eval",),
+        ),
+        CheckpointFormat(
+            "swav_linear",
+            "SwAV / Un-Mix SwAV eval_linear.py classifier checkpoint.pth.tar (state_dict module.linear.[, "
+            "module.bn.]; the trunk is the --pretrained file it was trained on)",
+            _detect_swav_linear,
+            _import_swav_linear,
+            kind="head",
+            aliases=("swav_eval_linear",),
         ),
     )
 }

@@ -31,11 +31,13 @@ from selfsup.shared.data.sampling import (
 from selfsup.shared.data.transforms import (
     NORMALIZATION,
     MultiCropTransform,
+    PILRandomGaussianBlur,
     TwoCropsTransform,
     linear_eval_transform,
     moco_eveningglow_transform,
     moco_official_v1_transform,
     moco_v2_transform,
+    swav_crop_transform,
 )
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "DatasetInfo",
     "ImageFolderDataset",
     "MultiCropTransform",
+    "PILRandomGaussianBlur",
     "ResumableSampler",
     "SeededTransformDataset",
     "TwoCropsTransform",
@@ -63,5 +66,6 @@ __all__ = [
     "moco_official_v1_transform",
     "moco_v2_transform",
     "rgb_to_view_tensor",
+    "swav_crop_transform",
     "verify_images",
 ]

@@ -258,12 +258,20 @@ def build_loader(
 
 
 def build_training_loader(
-    dataset: Dataset, *, batch_size: int, seed: int, num_workers: int, num_replicas: int = 1, rank: int = 0
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = False,
 ) -> tuple[ResumableSampler, DataLoader]:
     """The pre-training loader every trainer uses: this rank's share of a ``(seed, epoch)`` permutation with
     epoch-tagged indices (:class:`ResumableSampler`), persistent workers, workers seeded from ``seed``.
 
     ``dataset`` takes the ``(epoch, index)`` keys (a :class:`SeededTransformDataset` or a wrapper of one).
+    ``drop_last`` drops each rank's incomplete last batch (SwAV's loader: every batch has ``batch_size`` images).
     """
     sampler = ResumableSampler(
         len(dataset),  # type: ignore[arg-type]
@@ -278,6 +286,7 @@ def build_training_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
+        drop_last=drop_last,
         persistent_workers=True,
         seed=seed,
     )

@@ -10,25 +10,33 @@ Recipes:
 * :func:`moco_official_v1_transform` - official MoCo v1 (He et al., arXiv:1911.05722) ImageNet views.
 * :func:`moco_v2_transform` - official MoCo v2 "aug-plus" (Chen et al., arXiv:2003.04297).
 * :func:`linear_eval_transform` - the linear-classification train/test pipelines.
+* :func:`swav_crop_transform` - one multi-crop view of SwAV (facebookresearch/swav ``src/multicropdataset.py``),
+  with :class:`PILRandomGaussianBlur`; :class:`MultiCropTransform` turns several into the crop list.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import ImageFilter
 from torchvision.transforms import v2
 
 __all__ = [
     "NORMALIZATION",
     "MultiCropTransform",
+    "PILRandomGaussianBlur",
     "TwoCropsTransform",
     "blur_kernel_size",
     "linear_eval_transform",
     "moco_eveningglow_transform",
     "moco_official_v1_transform",
     "moco_v2_transform",
+    "swav_crop_transform",
+    "to_normalized_tensor",
 ]
 
 Triple = tuple[float, float, float]
@@ -38,6 +46,8 @@ NORMALIZATION: dict[str, tuple[Triple, Triple]] = {
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "swav": ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225)),
+    # the Un-Mix SwAV CIFAR code's constants (src/multicropdataset.py of UnMix_SwAV/for_CIFAR)
+    "cifar_swav": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
 }
 
 _HALF = NORMALIZATION["half"]
@@ -50,7 +60,7 @@ def _check_crop(crop: int, name: str = "crop") -> int:
     return crop
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+def to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     """PIL/uint8 image -> float32 in [0, 1] (as ``ToTensor``) -> normalised plain tensor."""
     if len(mean) != len(std):
         raise ValueError(f"mean and std must have the same length, got mean={mean!r} std={std!r}")
@@ -90,7 +100,7 @@ def moco_eveningglow_transform(
             v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.0),
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomGrayscale(p=0.1),
-            *_to_normalized_tensor(mean, std),
+            *to_normalized_tensor(mean, std),
         ]
     )
 
@@ -112,7 +122,7 @@ def moco_official_v1_transform(
             v2.RandomGrayscale(p=0.2),
             v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.4),
             v2.RandomHorizontalFlip(p=0.5),
-            *_to_normalized_tensor(mean, std),
+            *to_normalized_tensor(mean, std),
         ]
     )
 
@@ -140,7 +150,7 @@ def moco_v2_transform(
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([v2.GaussianBlur(kernel_size=blur_kernel_size(crop), sigma=(0.1, 2.0))], p=0.5),
             v2.RandomHorizontalFlip(p=0.5),
-            *_to_normalized_tensor(mean, std),
+            *to_normalized_tensor(mean, std),
         ]
     )
 
@@ -175,7 +185,7 @@ def linear_eval_transform(
         ops = [v2.Resize(resize), v2.RandomCrop(crop), v2.RandomHorizontalFlip(p=0.5)]
     else:
         ops = [v2.Resize(resize), v2.CenterCrop(crop)]
-    return v2.Compose([*ops, *_to_normalized_tensor(mean, std)])
+    return v2.Compose([*ops, *to_normalized_tensor(mean, std)])
 
 
 class TwoCropsTransform:
@@ -236,3 +246,64 @@ class MultiCropTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.crops!r})"
+
+
+class PILRandomGaussianBlur:
+    """SwAV's blur: with probability ``p`` (``numpy.random.rand() <= p``), PIL's ``GaussianBlur`` with a radius
+    drawn by ``random.uniform(radius_min, radius_max)``: the original's draws, from NumPy and Python's
+    ``random`` in its order, and PIL's own filter (PIL's radius is the Gaussian's standard deviation in pixels,
+    approximated by box blurs), so the pixels equal the original's."""
+
+    def __init__(self, p: float = 0.5, radius_min: float = 0.1, radius_max: float = 2.0) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"PILRandomGaussianBlur: p must be in [0, 1], got {p}")
+        if not 0.0 <= radius_min <= radius_max:
+            raise ValueError(
+                f"PILRandomGaussianBlur: need 0 <= radius_min <= radius_max, got {radius_min}, {radius_max}"
+            )
+        self.prob, self.radius_min, self.radius_max = p, radius_min, radius_max
+
+    def __call__(self, image: Any) -> Any:
+        if not np.random.rand() <= self.prob:
+            return image
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.radius_min, self.radius_max)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.prob}, radius=({self.radius_min}, {self.radius_max}))"
+
+
+def swav_crop_transform(
+    size: int,
+    min_scale: float,
+    max_scale: float,
+    *,
+    normalization: str = "swav",
+    color_strength: float = 1.0,
+    blur: bool = True,
+) -> v2.Compose:
+    """One SwAV multi-crop view (Caron et al., arXiv:2006.09882; ``src/multicropdataset.py``).
+
+    RandomResizedCrop(``size``, scale (``min_scale``, ``max_scale``), bilinear) -> RandomHorizontalFlip ->
+    RandomApply(ColorJitter(0.8s, 0.8s, 0.8s, 0.2s), p=0.8) -> RandomGrayscale(0.2) ->
+    :class:`PILRandomGaussianBlur` (p 0.5, radius 0.1-2; ``blur``) -> tensor -> Normalize (``normalization``: the
+    0.228 red std of ``swav``). ImageNet: s = 1 with blur; the Un-Mix CIFAR code: s = 0.5, no blur,
+    ``cifar_swav`` constants.
+    """
+    _check_crop(size, "size_crops")
+    if not 0.0 < min_scale <= max_scale <= 1.0:
+        raise ValueError(
+            f"--min_scale_crops/--max_scale_crops: need 0 < min <= max <= 1, got {min_scale} and {max_scale}"
+        )
+    if normalization not in NORMALIZATION:
+        raise ValueError(f"unknown normalization {normalization!r}; known: {', '.join(NORMALIZATION)}")
+    s = color_strength
+    steps: list[Any] = [
+        v2.RandomResizedCrop(size, scale=(min_scale, max_scale)),
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+    ]
+    if blur:
+        steps.append(PILRandomGaussianBlur())
+    mean, std = NORMALIZATION[normalization]
+    return v2.Compose([*steps, *to_normalized_tensor(mean, std)])

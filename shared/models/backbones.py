@@ -1,6 +1,6 @@
 """ResNet backbones whose ``state_dict`` keys equal torchvision's.
 
-One implementation covers ResNet-18/34/50 and SwAV's wide ResNet-50 (``resnet50w2``): the base width
+One implementation covers ResNet-18/34/50/101/200 and SwAV's wide ResNet-50s (``resnet50w2``/``w4``/``w5``): the base width
 (64 in torchvision) is a parameter, and ``cifar_stem`` swaps the 7x7/2 convolution and max-pool for a 3x3/1
 convolution, the usual stem for 32x32 images. ``stem_width`` gives the stem (``conv1``/``bn1``) its own
 number of channels: CMC's ResNets (``resnet50v1``/``v3``, InsDis ``resnet50x2``/``x4``) keep a 64-channel
@@ -26,7 +26,13 @@ ARCHITECTURES: dict[str, tuple[Block, tuple[int, int, int, int], int]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2), 64),
     "resnet34": (BasicBlock, (3, 4, 6, 3), 64),
     "resnet50": (Bottleneck, (3, 4, 6, 3), 64),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), 64),
+    "resnet200": (Bottleneck, (3, 24, 36, 3), 64),
     "resnet50w2": (Bottleneck, (3, 4, 6, 3), 128),
+    "resnet50w4": (Bottleneck, (3, 4, 6, 3), 256),
+    "resnet50w5": (Bottleneck, (3, 4, 6, 3), 320),
+    # the Un-Mix SwAV CIFAR code's "resnet18": Bottleneck blocks in a [2, 2, 2, 2] layout (2048-d features)
+    "resnet18_bottleneck": (Bottleneck, (2, 2, 2, 2), 64),
 }
 
 
@@ -39,13 +45,15 @@ class BackboneConfig:
     cifar_stem: bool = False
     in_channels: int = 3
     stem_width: int | None = None  # stem channels; None = the base width (CMC's ResNets: 64 at any width)
+    stem_padding: int | None = None  # conv1 padding; None = 3 (7x7 stem) or 1 (CIFAR stem)
 
     def to_dict(self) -> dict:
-        """The fields as a plain dict; ``stem_width`` only when set, so files written for a torchvision-like
+        """The fields as a plain dict; ``stem_width`` and ``stem_padding`` only when set, so files written for a torchvision-like
         backbone stay readable by selfsup versions that predate the field."""
         out = asdict(self)
-        if out["stem_width"] is None:
-            del out["stem_width"]
+        for optional in ("stem_width", "stem_padding"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
 
@@ -65,6 +73,7 @@ class ResNet(nn.Module):
         cifar_stem: bool = False,
         in_channels: int = 3,
         stem_width: int | None = None,
+        stem_padding: int | None = None,
         zero_init_residual: bool = False,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
@@ -74,9 +83,11 @@ class ResNet(nn.Module):
         stem = stem_width or width
         self.inplanes = stem
         if cifar_stem:
-            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, stride=1, padding=1, bias=False)
+            pad = 1 if stem_padding is None else stem_padding
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, stride=1, padding=pad, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+            pad = 3 if stem_padding is None else stem_padding
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=7, stride=2, padding=pad, bias=False)
         self.bn1 = norm_layer(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -141,11 +152,14 @@ def build_backbone(
     cifar_stem: bool = False,
     in_channels: int = 3,
     stem_width: int | None = None,
+    stem_padding: int | None = None,
     zero_init_residual: bool = False,
 ) -> ResNet:
     """Build a backbone by name (see ``ARCHITECTURES``); ``fc`` is ``Identity``.
 
-    ``stem_width`` (default: the base width) sets the channels of ``conv1``/``bn1`` on their own.
+    ``stem_width`` (default: the base width) sets the channels of ``conv1``/``bn1`` on their own;
+    ``stem_padding`` the zero padding of ``conv1`` (the Un-Mix SwAV CIFAR stem pads by 2: a ``ConstantPad2d(1)``
+    before a 3x3 convolution with padding 1).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
@@ -161,6 +175,7 @@ def build_backbone(
         cifar_stem=cifar_stem,
         in_channels=in_channels,
         stem_width=stem_width,
+        stem_padding=stem_padding,
         zero_init_residual=zero_init_residual,
     )
 
@@ -174,4 +189,5 @@ def build_backbone_from_config(config: BackboneConfig | dict) -> ResNet:
         cifar_stem=config.cifar_stem,
         in_channels=config.in_channels,
         stem_width=config.stem_width,
+        stem_padding=config.stem_padding,
     )

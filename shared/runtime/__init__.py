@@ -6,5 +6,6 @@
 * :mod:`.precision`: ``--precision``, ``--channels_last``, ``--compile``;
 * :mod:`.preemption`: SIGTERM/SIGUSR1 -> checkpoint -> clean exit;
 * :mod:`.loop`: the epoch loop every trainer runs (resumable position, logging windows, checkpoint triggers);
-* :mod:`.logger`, :mod:`.plotting`: console, CSV, TensorBoard and PNG output.
+* :mod:`.logger`, :mod:`.plotting`: console, CSV, TensorBoard and PNG output;
+* :mod:`.entrypoint`: console entry points that report bad input in one line (exit status 2).
 """

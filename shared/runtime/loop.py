@@ -64,18 +64,27 @@ class LoopSpec:
         per_rank_batch: int,
         world_size: int,
         is_main: bool,
+        drop_last: bool = False,
     ) -> LoopSpec:
         """The spec of a run: ``start`` = ``(epoch, iteration, step)``, the common flags ``--ckpt_interval``,
         ``--max_iters`` and ``--no_progress`` from ``args``, and the iterations per epoch of a sampler that
-        pads ``num_samples`` to a multiple of ``world_size`` (``ResumableSampler``)."""
+        pads ``num_samples`` to a multiple of ``world_size`` (``ResumableSampler``); with ``drop_last`` each rank's
+        incomplete last batch is dropped (the loader's ``drop_last``)."""
         per_rank_samples = -(-num_samples // world_size)
+        if drop_last and per_rank_samples < per_rank_batch:
+            raise ValueError(
+                f"the {num_samples} training images give each of the {world_size} ranks fewer than one batch "
+                f"of {per_rank_batch}; lower the batch size (--batch_size or --bs)"
+            )
         return cls(
             start_epoch=start[0],
             start_iter=start[1],
             start_step=start[2],
             max_epoch=max_epoch,
             per_rank_batch=per_rank_batch,
-            iters_per_epoch=-(-per_rank_samples // per_rank_batch),
+            iters_per_epoch=(
+                per_rank_samples // per_rank_batch if drop_last else -(-per_rank_samples // per_rank_batch)
+            ),
             world_size=world_size,
             log_every=log_every,
             ckpt_interval=args.ckpt_interval,

@@ -340,6 +340,69 @@ def test_lincls_load_keeps_classifier_as_head(saved) -> None:
     )
 
 
+def _swav_linear_checkpoint(features: int, use_bn: bool, classes: int = 10) -> dict[str, Any]:
+    """What SwAV's ``eval_linear.py`` saves: the DDP-wrapped ``RegLog`` (spec ``swav_unmix.md`` §9)."""
+    torch.manual_seed(0)
+    reglog = nn.ModuleDict({"linear": nn.Linear(features, classes)})
+    if use_bn:
+        reglog["bn"] = nn.BatchNorm2d(features // 4)  # --global_pooling false: BN2d(2048) on a 2x2 map
+    optimizer = torch.optim.SGD(reglog.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-6)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 100, eta_min=0)
+    return {
+        "epoch": 100,
+        "state_dict": {f"module.{k}": v for k, v in reglog.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "best_acc": 75.25,
+    }
+
+
+@pytest.mark.parametrize(("features", "use_bn"), [(2048, False), (8192, True)])
+def test_swav_linear_classifier_file_is_a_head(features: int, use_bn: bool, tmp_path: Path) -> None:
+    original = _swav_linear_checkpoint(features, use_bn)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(original, path)
+    ckpt = load_checkpoint_file(path)
+    assert [name for name, fmt in FORMATS.items() if fmt.detect(ckpt)] == ["swav_linear"]
+    assert detect_format(ckpt) == "swav_linear" and FORMATS["swav_linear"].kind == "head"
+    assert get_format("swav_eval_linear").name == "swav_linear"
+    with pytest.raises(HeadOnlyCheckpointError, match=r"swav_linear.*--pretrained.*load_head"):
+        extract_backbone(ckpt)
+    with pytest.raises(HeadOnlyCheckpointError, match="only a linear classifier"):
+        load_backbone(path)
+    linear = load_head(path)
+    assert (linear.in_features, linear.out_features) == (features, 10)
+    assert torch.equal(linear.weight, original["state_dict"]["module.linear.weight"])
+    assert torch.equal(linear.bias, original["state_dict"]["module.linear.bias"])
+    notes = " ".join(FORMATS["swav_linear"].run(ckpt).notes)
+    assert "best top-1 75.25 % after epoch 100" in notes
+    assert ("module.bn.*" in notes) == use_bn
+
+
+def test_swav_linear_needs_only_classifier_keys() -> None:
+    ckpt = _swav_linear_checkpoint(64, use_bn=False)
+    trunk = {f"module.{k}": v for k, v in build_backbone("resnet18", width=8).state_dict().items()}
+    mixed = {**ckpt, "state_dict": {**ckpt["state_dict"], **trunk}}
+    assert not FORMATS["swav_linear"].detect(mixed)  # a classifier next to a trunk is not RegLog's file
+    bare = {**ckpt, "state_dict": {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}}
+    assert detect_format(bare) == "swav_linear"  # saved without the DDP wrapper
+    assert load_head(bare).out_features == 10
+
+
+def test_swav_semisup_file_keeps_trunk_and_head() -> None:
+    """``eval_semisup.py`` saves the whole fine-tuned network: trunk + ``projection_head`` Linear [classes, D]."""
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet18", width=8)
+    head = nn.Linear(trunk.feature_dim, 10)
+    state_dict = {f"module.{k}": v for k, v in trunk.state_dict().items()}
+    state_dict |= {f"module.projection_head.{k}": v for k, v in head.state_dict().items()}
+    ckpt = {"epoch": 20, "state_dict": state_dict, "optimizer": {}, "scheduler": {}, "best_acc": (51.0, 77.5)}
+    assert detect_format(ckpt) == "swav"
+    model, report = load_backbone(ckpt)
+    assert report.missing_keys == [] and torch.equal(report.head["weight"], head.weight)
+    assert torch.equal(model.conv1.weight, trunk.conv1.weight)
+
+
 def test_cmc_alexnet_loads_two_half_alexnets(saved) -> None:
     path, original = saved("cmc_alexnet")
     model, report = load_backbone(path, view="both")
@@ -545,12 +608,14 @@ def test_infer_backbone_config_from_shapes() -> None:
         r34 = build_backbone("resnet34").state_dict()
         narrow = build_backbone("resnet50", width=16, cifar_stem=True, in_channels=1).state_dict()
         r101 = torchvision.models.resnet101().state_dict()
+        r152 = torchvision.models.resnet152().state_dict()
     assert infer_backbone_config(r34) == BackboneConfig("resnet34")
+    assert infer_backbone_config(r101) == BackboneConfig("resnet101")
     assert infer_backbone_config(narrow) == BackboneConfig(
         "resnet50", width=16, cifar_stem=True, in_channels=1
     )
-    with pytest.raises(UnsupportedArchitectureError, match=r"\[3, 4, 23, 3\]"):
-        infer_backbone_config(r101)
+    with pytest.raises(UnsupportedArchitectureError, match=r"\[3, 8, 36, 3\]"):
+        infer_backbone_config(r152)
 
 
 def test_strip_prefix() -> None:

@@ -340,7 +340,7 @@ def test_insdis_checkpoint_loads_in_the_harness(tmp_path: Path):
         ("resnet50v1", "l_to_ab", BackboneConfig("resnet50", width=32, in_channels=1, stem_width=64)),
         ("resnet50v3", "ab_to_l", BackboneConfig("resnet50w2", in_channels=2, stem_width=64)),
         ("resnet18v2", "l_to_ab", BackboneConfig("resnet18", in_channels=1)),
-        ("resnet50x4", None, BackboneConfig("resnet50", width=256, stem_width=64)),
+        ("resnet50x4", None, BackboneConfig("resnet50w4", stem_width=64)),
     ],
 )
 def test_backbone_config_matches_the_harness_inference(name: str, stream: str | None, config: BackboneConfig):
@@ -354,9 +354,12 @@ def test_backbone_config_matches_the_harness_inference(name: str, stream: str | 
     assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in trunk.items()}
 
 
-def test_resnet101_has_no_harness_config():
-    with pytest.raises(ValueError, match="resnet101 is not among"):
-        _on_meta("resnet101v1").l_to_ab.backbone_config()
+def test_resnet101_streams_have_a_harness_config():
+    encoder = _on_meta("resnet101v1").l_to_ab
+    config = BackboneConfig("resnet101", width=32, in_channels=1, stem_width=64)
+    assert encoder.backbone_config() == config
+    trunk = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
+    assert infer_backbone_layout(trunk).to_config() == config
 
 
 def test_stem_width_config_round_trips_through_a_selfsup_checkpoint(tmp_path: Path):

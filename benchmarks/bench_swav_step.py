@@ -1,0 +1,959 @@
+"""SwAV / Un-Mix training step against its bound, and the Sinkhorn-Knopp codes alone (``swav-unmix-train``).
+
+Two modes, both on random inputs already in memory, one torch thread by default and glibc malloc tuned with
+:func:`~selfsup.shared.runtime.cpu.tune_malloc` at start-up, as ``swav-unmix-train`` does.
+
+``--mode step`` (default): the training step of ``swav-unmix-train`` against its bound. The trainer's step
+is ``step_fn``, a closure inside :func:`selfsup.swav_unmix.train.train` that cannot be called on its own;
+``train.py`` is not changed for this benchmark. The script rebuilds the step instead, statement for
+statement, from the pieces ``train.py`` exports and uses: ``parse_args`` (the trainer's own flags, so every
+default and check is the trainer's), ``build_model``, ``run_precision``, ``compute_loss``,
+:class:`~selfsup.swav_unmix.queue.EmbeddingQueue`, the LARC optimiser (``build_optimizer("larc",
+model.parameters(), lr=..., momentum=0.9, weight_decay=args.wd, eta=0.001, clip=False)``),
+``make_grad_scaler``, ``apply_lr``, ``model.normalize_prototypes()`` and the prototype freezing (prototype
+gradients dropped while ``iteration < --freeze_prototypes_niters``). The learning rate is fixed
+(``--base_lr``) instead of read from the warm-up + cosine array. Step kinds run in rotating order inside
+every round, so that load from other processes hits them alike; the report uses medians over rounds:
+
+* ``bound`` - the work no SwAV step can avoid: the trunk's forward (under the trainer's autocast) and
+  backward on all crops with the trainer's grouping (one trunk call per run of equal resolutions), loss =
+  the sum of the pooled features, gradients zeroed (``set_to_none``); no head, no prototypes, no Sinkhorn,
+  no optimiser.
+* ``full`` - ``step_fn`` with ``--run_swav true`` (plain SwAV): ``apply_lr``, ``normalize_prototypes``, the
+  crops moved (and made channels-last with ``--channels_last``), ``compute_loss`` (forward of all crops,
+  codes of the assignment crops: queue + Sinkhorn, swapped-prediction loss), ``zero_grad``, scaled
+  backward, prototype freezing, ``scaler.step``/``update`` of LARC. Target: full/bound >= 0.97 in images/s
+  (images = the batch; median step times).
+* ``parts`` - the same step with ``compute_loss`` unrolled into its pieces and a timer between them
+  (synchronised on CUDA): prepare (lr, prototypes, crops), mix (Un-Mix only), trunk forward, head forward,
+  codes (queue + Sinkhorn), loss, backward, freeze, optimiser. On CPU the bound's own (free) timers give
+  its forward and backward, so the gap splits into parts; ``parts``/``full`` is an A/A ratio (the same
+  work: the noise floor).
+* ``full_per_crop`` - ``full`` with ``--forward_mode per_crop`` (one trunk call per crop; the same model,
+  whose ``forward_mode`` is switched for that step only). Compared with ``full`` (grouped) and the bound.
+* ``unmix_bound``, ``unmix_full``, ``unmix_parts`` - the same three with ``--run_swav false`` (Un-Mix):
+  the ``2 + 4`` crops become ``3 + 6`` forward crops (a mixed crop after each pair), three SwAV losses. The
+  bound runs the trunk on a fixed set of those 9 crops (mixed once, at start-up). Un-Mix's extra cost per
+  step is ``unmix_full - full`` (ms and % of ``full``).
+
+All kinds share one model, optimiser and scaler (and queue). The defaults (CIFAR-stem ResNet-18 of width
+32, 2 x 32 px + 4 x 16 px crops, batch 32, 3,000 prototypes) take about 0.5 s per SwAV step on a 2-core
+CPU. The prototypes are not frozen by default (``--freeze_prototypes_niters 0``: the step of every
+iteration after the trainer's first 313). With ``--queue_length`` the queue is marked in use from the first
+step, so every step scores it.
+
+``--mode sinkhorn``: :func:`selfsup.swav_unmix.sinkhorn.distributed_sinkhorn` alone (world size 1, fp32,
+``--sinkhorn_iterations`` 3, ``--epsilon`` 0.05) on cosine scores of ``--sinkhorn_rows`` samples x
+``--nmb_prototypes`` prototypes, the row counts in rotating order inside every round; medians over rounds.
+
+Usage: ``python benchmarks/bench_swav_step.py`` then ``python benchmarks/bench_swav_step.py --mode
+sinkhorn``; larger models with e.g. ``--arch resnet50 --size_crops 224 96``; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from machine import device_description, machine_info, store_runs
+
+from selfsup.shared.models.backbones import ARCHITECTURES
+from selfsup.shared.optim.optimizers import build_optimizer
+from selfsup.shared.optim.schedules import apply_lr
+from selfsup.shared.runtime.cpu import tune_malloc
+from selfsup.shared.runtime.precision import PRECISIONS, autocast, check_precision, make_grad_scaler
+from selfsup.swav_unmix.cli import parse_args
+from selfsup.swav_unmix.codes import assignment_codes
+from selfsup.swav_unmix.loss import swapped_prediction_loss
+from selfsup.swav_unmix.model import crop_groups
+from selfsup.swav_unmix.queue import EmbeddingQueue, effective_queue_length
+from selfsup.swav_unmix.sinkhorn import distributed_sinkhorn
+from selfsup.swav_unmix.train import build_model, compute_loss, run_precision
+from selfsup.swav_unmix.unmix import mix_crops, split_unmix_rows
+
+BENCHMARK = "swav_step"
+STEP_KINDS = ("bound", "full", "parts", "full_per_crop", "unmix_bound", "unmix_full", "unmix_parts")
+TARGET_RATIO = 0.97
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RUN_KEY = ("mode", "label")
+SMALL_WIDTH = 32  # default --width of resnet18 here (the architecture's own is 64)
+CIFAR_STEM_MAX_SIDE = 64  # --cifar_stem auto: on when the largest crop is at most this side
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mode", default="step", choices=("step", "sinkhorn"), help="step vs bound, or Sinkhorn"
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if any")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, see README)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default: 10 for step, 30 for sinkhorn)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--label", default=None, help="row label (default: derived from the configuration)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="results JSON, updated in place (default: benchmarks/results/swav_step_<device>.json)",
+    )
+    parser.add_argument("--nmb_prototypes", type=int, default=3000, help="prototypes K (both modes)")
+    parser.add_argument("--epsilon", type=float, default=0.05, help="Sinkhorn ε (both modes)")
+    parser.add_argument("--sinkhorn_iterations", type=int, default=3, help="Sinkhorn iterations (both modes)")
+    parser.add_argument("--feat_dim", type=int, default=128, help="embedding dimension (both modes)")
+    step = parser.add_argument_group("--mode step (the trainer's flags, with small defaults)")
+    step.add_argument("--arch", default="resnet18", choices=sorted(ARCHITECTURES), help="trunk")
+    step.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help=f"trunk base width (default: {SMALL_WIDTH} for resnet18, else the architecture's)",
+    )
+    step.add_argument(
+        "--cifar_stem",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help=f"3x3/1 stem without max-pool; auto: on when the largest crop is <= {CIFAR_STEM_MAX_SIDE} px",
+    )
+    step.add_argument("--nmb_crops", type=int, nargs="+", default=[2, 4], help="crops per resolution")
+    step.add_argument("--size_crops", type=int, nargs="+", default=[32, 16], help="side of each resolution")
+    step.add_argument("--batch_size", type=int, default=32, help="images per step")
+    step.add_argument("--hidden_mlp", type=int, default=2048, help="projection head hidden units")
+    step.add_argument("--crops_for_assign", type=int, nargs="+", default=[0, 1], help="crops that get codes")
+    step.add_argument(
+        "--queue_length", type=int, default=0, help="queue rows (world size 1); in use from the first step"
+    )
+    step.add_argument(
+        "--freeze_prototypes_niters",
+        type=int,
+        default=0,
+        help="steps with dropped prototype gradients, counted over all steps of the run (trainer: 313)",
+    )
+    step.add_argument("--base_lr", type=float, default=4.8, help="LARC learning rate (fixed)")
+    step.add_argument("--unmix_prob", type=float, default=0.0, help="Un-Mix global-mixture probability")
+    step.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the trainer's --precision")
+    step.add_argument("--channels_last", action="store_true", help="the trainer's --channels_last")
+    step.add_argument(
+        "--kinds", nargs="+", default=list(STEP_KINDS), choices=STEP_KINDS, help="step kinds to run"
+    )
+    sink = parser.add_argument_group("--mode sinkhorn")
+    sink.add_argument(
+        "--sinkhorn_rows", type=int, nargs="+", default=[64, 256, 1024, 4096], help="samples per call"
+    )
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_swav_step: --device cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _threads_suffix(device: torch.device) -> str:
+    return f" {torch.get_num_threads()}thr" if device.type == "cpu" else ""
+
+
+def resolved_width(args: argparse.Namespace) -> int:
+    if args.width is not None:
+        return args.width
+    return SMALL_WIDTH if args.arch == "resnet18" else ARCHITECTURES[args.arch][2]
+
+
+def resolved_cifar_stem(args: argparse.Namespace) -> bool:
+    if args.cifar_stem == "auto":
+        return max(args.size_crops) <= CIFAR_STEM_MAX_SIDE
+    return args.cifar_stem == "true"
+
+
+def trainer_args(args: argparse.Namespace, *, run_swav: bool) -> argparse.Namespace:
+    """``swav-unmix-train``'s own parsed flags for this configuration (its defaults for everything else)."""
+    n = len(args.nmb_crops)
+
+    def ints(values: list[int]) -> list[str]:
+        return [str(v) for v in values]
+
+    argv = [
+        "--arch",
+        args.arch,
+        "--width",
+        str(resolved_width(args)),
+        "--nmb_crops",
+        *ints(args.nmb_crops),
+        "--size_crops",
+        *ints(args.size_crops),
+        "--min_scale_crops",
+        *["0.14"] * n,
+        "--max_scale_crops",
+        *["1.0"] * n,
+        "--batch_size",
+        str(args.batch_size),
+        "--nmb_prototypes",
+        str(args.nmb_prototypes),
+        "--feat_dim",
+        str(args.feat_dim),
+        "--hidden_mlp",
+        str(args.hidden_mlp),
+        "--crops_for_assign",
+        *ints(args.crops_for_assign),
+        "--queue_length",
+        str(args.queue_length),
+        "--epsilon",
+        str(args.epsilon),
+        "--sinkhorn_iterations",
+        str(args.sinkhorn_iterations),
+        "--freeze_prototypes_niters",
+        str(args.freeze_prototypes_niters),
+        "--base_lr",
+        str(args.base_lr),
+        "--unmix_prob",
+        str(args.unmix_prob),
+        "--precision",
+        args.precision,
+        "--run_swav",
+        "true" if run_swav else "false",
+    ]
+    if resolved_cifar_stem(args):
+        argv.append("--cifar_stem")
+    if args.channels_last:
+        argv.append("--channels_last")
+    return parse_args(argv)
+
+
+def step_label(args: argparse.Namespace, precision: str, device: torch.device) -> str:
+    """E.g. ``resnet18 w32 cifar-stem 2x32+4x16 b64 K3000 fp32 1thr``."""
+    crops = "+".join(f"{n}x{s}" for n, s in zip(args.nmb_crops, args.size_crops))
+    parts = [f"{args.arch} w{resolved_width(args)}"]
+    if resolved_cifar_stem(args):
+        parts.append("cifar-stem")
+    parts += [crops, f"b{args.batch_size}", f"K{args.nmb_prototypes}"]
+    if args.hidden_mlp != 2048:
+        parts.append(f"mlp{args.hidden_mlp}")
+    if args.queue_length:
+        parts.append(f"Q{args.queue_length}")
+    if args.freeze_prototypes_niters:
+        parts.append("frozen-prototypes")
+    parts.append(precision)
+    if args.channels_last:
+        parts.append("channels-last")
+    return " ".join(parts) + _threads_suffix(device)
+
+
+def sinkhorn_label(args: argparse.Namespace, device: torch.device) -> str:
+    rows = ",".join(map(str, args.sinkhorn_rows))
+    return (
+        f"sinkhorn K{args.nmb_prototypes} rows {rows} it{args.sinkhorn_iterations} eps{args.epsilon} fp32"
+        f"{_threads_suffix(device)}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ measurement
+
+
+class Laps:
+    """Wall-clock laps between named points (accumulated per name); synchronises CUDA when ``sync``."""
+
+    def __init__(self, device: torch.device, sync: bool) -> None:
+        self.sync = sync and device.type == "cuda"
+        self.times: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _noop(name: str) -> None:
+    del name
+
+
+def timed(device: torch.device, run: Callable[[], Any]) -> dict[str, float]:
+    """Run ``run`` once; wall and process CPU time, kernel time, minor faults and involuntary switches."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start, start = time.process_time(), time.perf_counter()
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu_elapsed,
+        "kernel_seconds": after.ru_stime - before.ru_stime,
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
+    }
+
+
+class SwAVSteps:
+    """The trainer's model, LARC optimiser, scaler and queue (as ``train()`` builds them), one fixed batch."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.swav_args = trainer_args(args, run_swav=True)
+        self.unmix_args = trainer_args(args, run_swav=False)
+        targs = self.swav_args
+        torch.manual_seed(args.seed)
+        np.random.seed(args.seed)  # Un-Mix draws r and λ from NumPy's global RNG, as the trainer does
+        self.precision = run_precision(targs, device)
+        model = build_model(targs).to(device)
+        if targs.channels_last:  # prepare_model(model, channels_last=..., compile_model=False)
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        self.optimizer = build_optimizer(
+            "larc",
+            model.parameters(),
+            lr=targs.base_lr,
+            momentum=0.9,
+            weight_decay=targs.wd,
+            eta=0.001,
+            clip=False,
+        )
+        self.scaler = make_grad_scaler(self.precision, device)
+        self.queue: EmbeddingQueue | None = None
+        queue_length = effective_queue_length(targs.queue_length, targs.batch_size, 1)
+        if queue_length:
+            self.queue = EmbeddingQueue(len(targs.crops_for_assign), queue_length, targs.feat_dim).to(device)
+            self.queue.in_use.fill_(True)  # scored from the first step (the trainer: once filled or in use)
+        self.queue_rows = queue_length
+        self.model, self.device, self.lr = model, device, targs.base_lr
+        self.iteration = 0
+        self.crops = [
+            torch.randn(targs.batch_size, 3, size, size, device=device)
+            for n, size in zip(targs.nmb_crops, targs.size_crops)
+            for _ in range(n)
+        ]
+        # the bound of Un-Mix: the trunk on one fixed forward list (mixed once here, RNG of its own)
+        fixed = mix_crops(
+            self.crops, unmix_prob=targs.unmix_prob, beta=targs.unmix_beta, rng=np.random.RandomState(0)
+        )
+        self.unmix_inputs = self._memory_format(fixed.crops)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.trunk_parameters = sum(p.numel() for p in model.backbone.parameters())
+
+    def _memory_format(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.swav_args.channels_last:
+            return [c.contiguous(memory_format=torch.channels_last) for c in crops]
+        return crops
+
+    def bound(self, unmix: bool, lap: Callable[[str], None] = _noop) -> None:
+        """The trunk's forward (autocast, one call per resolution group) and backward on all forward crops;
+        loss = sum of the pooled features; no head, no Sinkhorn, no optimiser."""
+        model = self.model
+        crops = self.unmix_inputs if unmix else self._memory_format(self.crops)
+        with autocast(self.precision, self.device):
+            features = [model.backbone(torch.cat(list(crops[a:b]))) for a, b in crop_groups(crops)]
+        lap("forward")
+        loss = sum(f.float().sum() for f in features)
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        lap("backward")
+
+    def full(self, unmix: bool, forward_mode: str = "grouped") -> dict[str, torch.Tensor]:
+        """``step_fn`` of ``train()`` (selfsup/swav_unmix/train.py), statement for statement; the learning
+        rate is fixed (``--base_lr``) instead of read from the warm-up + cosine array."""
+        args = self.unmix_args if unmix else self.swav_args
+        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        model.forward_mode = forward_mode
+        try:
+            iteration = self.iteration
+            apply_lr(optimizer, self.lr)
+            model.normalize_prototypes()
+            crops = [c.to(self.device, non_blocking=True) for c in self.crops]
+            if args.channels_last:
+                crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
+            scalars = compute_loss(model, model, crops, args, queue=self.queue, precision=self.precision)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(scalars["loss"]).backward()
+            if iteration < args.freeze_prototypes_niters:
+                for name, p in model.named_parameters():
+                    if "prototypes" in name:
+                        p.grad = None
+            scaler.step(optimizer)
+            scaler.update()
+            self.iteration = iteration + 1
+            return {name: value.detach() for name, value in scalars.items()}
+        finally:
+            model.forward_mode = "grouped"
+
+    def parts(self, unmix: bool, lap: Callable[[str], None]) -> torch.Tensor:
+        """:meth:`full` with ``compute_loss`` unrolled in its own order and a lap after each part."""
+        args = self.unmix_args if unmix else self.swav_args
+        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        iteration = self.iteration
+        apply_lr(optimizer, self.lr)
+        model.normalize_prototypes()
+        crops = [c.to(self.device, non_blocking=True) for c in self.crops]
+        if args.channels_last:
+            crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
+        lap("prepare")
+        # compute_loss, unrolled (runner = model: model(inputs) = forward_head(forward_trunk(inputs)))
+        bs = crops[0].shape[0]
+        mixed = None if args.run_swav else mix_crops(crops, unmix_prob=args.unmix_prob, beta=args.unmix_beta)
+        inputs = crops if mixed is None else mixed.crops
+        lap("mix")
+        with autocast(self.precision, self.device):
+            features = model.forward_trunk(inputs)
+            lap("trunk_forward")
+            embedding, scores = model.forward_head(features)
+        lap("head_forward")
+        embedding = embedding.detach()
+
+        def swav(scores_: torch.Tensor, embedding_: torch.Tensor, reverse: bool) -> torch.Tensor:
+            codes = assignment_codes(
+                scores_,
+                embedding_,
+                batch_size=bs,
+                crops_for_assign=args.crops_for_assign,
+                prototypes=model.prototypes.weight.detach(),
+                queue=self.queue,
+                epsilon=args.epsilon,
+                sinkhorn_iterations=args.sinkhorn_iterations,
+                reverse_first=reverse,
+            )
+            lap("codes")
+            loss_ = swapped_prediction_loss(scores_, codes, batch_size=bs, temperature=args.temperature)
+            lap("loss")
+            return loss_
+
+        if mixed is None:
+            loss = swav(scores, embedding, False)
+        else:
+            scores_ori, scores_mix = split_unmix_rows(scores, bs)
+            emb_ori, emb_mix = split_unmix_rows(embedding, bs)
+            lap("loss")
+            loss_ori = swav(scores_ori, emb_ori, False)
+            loss_mix = swav(scores_mix, emb_mix, False)
+            loss_mix_rev = swav(scores_mix, emb_mix, True)
+            lam = mixed.lam
+            loss = loss_ori + lam * loss_mix + (1.0 - lam) * loss_mix_rev
+            scalars = {
+                "loss": loss,
+                "loss_ori": loss_ori,
+                "loss_mix": loss_mix,
+                "loss_mix_rev": loss_mix_rev,
+                "lam": torch.tensor(lam, dtype=torch.float32, device=self.device),
+            }
+            del scalars
+            lap("loss")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        lap("backward")
+        if iteration < args.freeze_prototypes_niters:
+            for name, p in model.named_parameters():
+                if "prototypes" in name:
+                    p.grad = None
+        lap("freeze")
+        scaler.step(optimizer)
+        scaler.update()
+        self.iteration = iteration + 1
+        lap("optimizer")
+        return loss.detach()
+
+
+def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    steps = SwAVSteps(args, device)
+    cpu = device.type == "cpu"
+    kinds = tuple(k for k in STEP_KINDS if k in args.kinds)
+    records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    losses: list[float] = []
+    load_before = os.getloadavg()
+    for round_index in range(args.warmup + args.repeats):
+        shift = round_index % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            laps = Laps(device, sync=kind.endswith("parts"))
+            unmix = kind.startswith("unmix_")
+            out: dict[str, Any] = {}
+            if kind.endswith("bound"):
+                rec = timed(device, lambda u=unmix, laps=laps: steps.bound(u, laps if cpu else _noop))
+            elif kind.endswith("parts"):
+                rec = timed(device, lambda u=unmix, laps=laps, out=out: out.update(loss=steps.parts(u, laps)))
+            else:
+                mode = "per_crop" if kind == "full_per_crop" else "grouped"
+                rec = timed(device, lambda u=unmix, m=mode, out=out: out.update(steps.full(u, m)))
+            if "loss" in out:
+                losses.append(float(out["loss"]))
+            if round_index >= args.warmup:
+                records[kind].append({"round": round_index - args.warmup, **rec, **laps.times})
+        print(f"[bench_swav_step] round {round_index + 1}/{args.warmup + args.repeats}", file=sys.stderr)
+    return {
+        "records": records,
+        "precision": steps.precision,
+        "parameters": steps.parameters,
+        "trunk_parameters": steps.trunk_parameters,
+        "queue_rows": steps.queue_rows,
+        "forward_crops": {"swav": len(steps.crops), "unmix": len(steps.unmix_inputs)},
+        "losses_finite": bool(np.all(np.isfinite(losses))),
+        "loss_first_last": [losses[0], losses[-1]] if losses else None,
+        "load_average": [load_before, os.getloadavg()],
+    }
+
+
+def measure_sinkhorn(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """``distributed_sinkhorn`` on cosine scores (unit embeddings x unit prototypes) per row count."""
+    torch.manual_seed(args.seed)
+    prototypes = F.normalize(torch.randn(args.nmb_prototypes, args.feat_dim, device=device), dim=1)
+    scores = {
+        rows: F.normalize(torch.randn(rows, args.feat_dim, device=device), dim=1) @ prototypes.t()
+        for rows in args.sinkhorn_rows
+    }
+    names = [f"rows{rows}" for rows in args.sinkhorn_rows]
+    records: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    max_err: dict[str, float] = {}
+    load_before = os.getloadavg()
+    for round_index in range(args.warmup + args.repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            s = scores[int(name[4:])]
+            out: dict[str, torch.Tensor] = {}
+
+            def run(s: torch.Tensor = s, out: dict[str, torch.Tensor] = out) -> None:
+                out["q"] = distributed_sinkhorn(s, epsilon=args.epsilon, iterations=args.sinkhorn_iterations)
+
+            rec = timed(device, run)
+            # each sample's codes sum to 1 (a check that the work was done, outside the timed call)
+            max_err[name] = float((out["q"].sum(dim=1) - 1).abs().max())
+            if round_index >= args.warmup:
+                records[name].append({"round": round_index - args.warmup, **rec})
+    return {"records": records, "row_sum_max_error": max_err, "load_average": [load_before, os.getloadavg()]}
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+_RECORD_FIELDS = ("round", "seconds", "cpu_seconds", "kernel_seconds", "minor_faults", "preemptions")
+
+
+def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    seconds = [r["seconds"] for r in records]
+    lo, hi = _quartiles(seconds)
+    parts = [k for k in records[0] if k not in _RECORD_FIELDS]
+    return {
+        "steps": len(seconds),
+        "step_s_median": _median(seconds),
+        "step_s_min": min(seconds),
+        "step_s_q1": lo,
+        "step_s_q3": hi,
+        "step_cpu_s_median": _median([r["cpu_seconds"] for r in records]),
+        "step_kernel_s_median": _median([r["kernel_seconds"] for r in records]),
+        "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records]),
+        "preemptions_per_step": _median([float(r["preemptions"]) for r in records]),
+        "images_per_s": batch_size / _median(seconds),
+        "step_s_all": seconds,
+        "parts_s_median": {name: _median([r[name] for r in records]) for name in parts},
+    }
+
+
+def _paired(records: dict[str, list[dict[str, Any]]], num: str, den: str) -> float:
+    """Median over rounds of ``num`` step time / ``den`` step time (steps of one round ran back to back)."""
+    by_round = {r["round"]: r["seconds"] for r in records[num]}
+    return _median([by_round[r["round"]] / r["seconds"] for r in records[den] if r["round"] in by_round])
+
+
+def comparison(
+    kinds: dict[str, Any],
+    records: dict[str, Any],
+    device: torch.device,
+    bound: str,
+    full: str,
+    parts: str | None,
+) -> dict[str, Any]:
+    """full/bound ratios and (with ``parts``) the gap split into the step's parts."""
+    b, f = kinds[bound], kinds[full]
+    ratio = f["images_per_s"] / b["images_per_s"]
+    out: dict[str, Any] = {
+        "bound": bound,
+        "full": full,
+        "ratio_full_over_bound": ratio,
+        "ratio_paired_median": _paired(records, bound, full),
+        "ratio_of_min_steps": b["step_s_min"] / f["step_s_min"],
+        "ratio_of_cpu_time_medians": b["step_cpu_s_median"] / f["step_cpu_s_median"],
+        "target_ratio": TARGET_RATIO,
+        "target_met": ratio >= TARGET_RATIO,
+        "gap_s": f["step_s_median"] - b["step_s_median"],
+    }
+    if parts is not None and parts in kinds:
+        p = kinds[parts]
+        fp, bp = p["parts_s_median"], b["parts_s_median"]
+        out["aa_ratio_full_over_full"] = (
+            p["step_s_median"] / f["step_s_median"] if device.type == "cpu" else None
+        )
+        out["gap_breakdown_s"] = {
+            "prepare": fp["prepare"],
+            "mix": fp["mix"],
+            "trunk_forward_extra": fp["trunk_forward"] - bp["forward"] if bp else None,
+            "head_forward": fp["head_forward"],
+            "codes": fp["codes"],
+            "loss": fp["loss"],
+            "backward_extra": fp["backward"] - bp["backward"] if bp else None,
+            "freeze": fp["freeze"],
+            "optimizer": fp["optimizer"],
+        }
+    return out
+
+
+def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    records = raw["records"]
+    kinds = {kind: kind_summary(recs, args.batch_size) for kind, recs in records.items()}
+    run: dict[str, Any] = {
+        "mode": "step",
+        "label": args.label or step_label(args, raw["precision"], device),
+        "device": device.type,
+        "config": {
+            **{
+                k: v
+                for k, v in vars(args).items()
+                if k not in ("output", "label", "sinkhorn_rows", "mode", "device", "cifar_stem", "width")
+            },
+            "width": resolved_width(args),
+            "cifar_stem": resolved_cifar_stem(args),
+            "device": device.type,
+            "threads": torch.get_num_threads(),
+        },
+        "precision_resolved": raw["precision"],
+        "optimizer": "larc (momentum 0.9, eta 0.001, no clip, every parameter)",
+        "parameters": raw["parameters"],
+        "trunk_parameters": raw["trunk_parameters"],
+        "queue_rows": raw["queue_rows"],
+        "forward_crops": raw["forward_crops"],
+        "losses_finite": raw["losses_finite"],
+        "loss_first_last": raw["loss_first_last"],
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kinds": kinds,
+    }
+    if "bound" in kinds and "full" in kinds:
+        run["swav"] = comparison(kinds, records, device, "bound", "full", "parts")
+    if "bound" in kinds and "full_per_crop" in kinds:
+        run["swav_per_crop"] = comparison(kinds, records, device, "bound", "full_per_crop", None)
+    if "full" in kinds and "full_per_crop" in kinds:
+        grouped, per_crop = kinds["full"]["step_s_median"], kinds["full_per_crop"]["step_s_median"]
+        run["forward_mode"] = {
+            "grouped_step_s_median": grouped,
+            "per_crop_step_s_median": per_crop,
+            "per_crop_over_grouped_time": per_crop / grouped,
+            "paired_per_crop_over_grouped_time_median": _paired(records, "full_per_crop", "full"),
+            "faster": "grouped" if grouped <= per_crop else "per_crop",
+        }
+    if "unmix_bound" in kinds and "unmix_full" in kinds:
+        run["unmix"] = comparison(kinds, records, device, "unmix_bound", "unmix_full", "unmix_parts")
+    if "full" in kinds and "unmix_full" in kinds:
+        extra = kinds["unmix_full"]["step_s_median"] - kinds["full"]["step_s_median"]
+        run["unmix_extra"] = {
+            "step_s": extra,
+            "fraction_of_swav_step": extra / kinds["full"]["step_s_median"],
+            "paired_unmix_over_swav_time_median": _paired(records, "unmix_full", "full"),
+        }
+        if "unmix_bound" in kinds and "bound" in kinds:
+            bound_extra = kinds["unmix_bound"]["step_s_median"] - kinds["bound"]["step_s_median"]
+            run["unmix_extra"]["bound_step_s"] = bound_extra
+    run["load_average_1_5_15_min_before_after"] = raw["load_average"]
+    return run
+
+
+def summarize_sinkhorn(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    cases = []
+    for rows in args.sinkhorn_rows:
+        recs = raw["records"][f"rows{rows}"]
+        s = kind_summary(recs, rows)
+        cases.append(
+            {
+                "rows": rows,
+                "prototypes": args.nmb_prototypes,
+                "ms_median": 1e3 * s["step_s_median"],
+                "ms_min": 1e3 * s["step_s_min"],
+                "ms_q1": 1e3 * s["step_s_q1"],
+                "ms_q3": 1e3 * s["step_s_q3"],
+                "cpu_ms_median": 1e3 * s["step_cpu_s_median"],
+                "ns_per_element": 1e9 * s["step_s_median"] / (rows * args.nmb_prototypes),
+                "runs": s["steps"],
+                "ms_all": [1e3 * v for v in s["step_s_all"]],
+                "code_row_sum_max_error": raw["row_sum_max_error"][f"rows{rows}"],
+            }
+        )
+    return {
+        "mode": "sinkhorn",
+        "label": args.label or sinkhorn_label(args, device),
+        "device": device.type,
+        "config": {
+            "nmb_prototypes": args.nmb_prototypes,
+            "rows": args.sinkhorn_rows,
+            "epsilon": args.epsilon,
+            "iterations": args.sinkhorn_iterations,
+            "feat_dim": args.feat_dim,
+            "dtype": "fp32",
+            "world_size": 1,
+            "threads": torch.get_num_threads(),
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "seed": args.seed,
+        },
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cases": cases,
+        "load_average_1_5_15_min_before_after": raw["load_average"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _load_runs(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("runs", [])
+
+
+def _load(before_after: list[list[float]]) -> str:
+    before, after = before_after
+    return f"{before[0]:.1f} / {after[0]:.1f}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(columns: tuple[str, ...] | list[str]) -> str:
+    return _row(list(columns)) + "\n" + "|---" * len(columns) + "|"
+
+
+def _ms(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{1e3 * value:.{digits}f}"
+
+
+RATIO_COLUMNS = (
+    "configuration",
+    "step",
+    "bound ms",
+    "full ms",
+    "bound img/s",
+    "full img/s",
+    "full/bound",
+    ">= 0.97",
+    "full/bound: fastest steps",
+    "full/bound: CPU time",
+    "full/bound: paired",
+    "A/A: full/full",
+    "preemptions/step",
+    "load before / after",
+)
+
+
+def ratio_rows(run: dict[str, Any]) -> list[str]:
+    rows = []
+    names = (("swav", "SwAV grouped"), ("swav_per_crop", "SwAV per_crop"), ("unmix", "Un-Mix grouped"))
+    for key, name in names:
+        if key not in run:
+            continue
+        c = run[key]
+        b, f = run["kinds"][c["bound"]], run["kinds"][c["full"]]
+        aa = c.get("aa_ratio_full_over_full")
+        rows.append(
+            _row(
+                [
+                    run["label"],
+                    name,
+                    _ms(b["step_s_median"]),
+                    _ms(f["step_s_median"]),
+                    f"{b['images_per_s']:.1f}",
+                    f"{f['images_per_s']:.1f}",
+                    f"{c['ratio_full_over_bound']:.3f}",
+                    "yes" if c["target_met"] else "no",
+                    f"{c['ratio_of_min_steps']:.3f}",
+                    f"{c['ratio_of_cpu_time_medians']:.3f}",
+                    f"{c['ratio_paired_median']:.3f}",
+                    "-" if aa is None else f"{aa:.3f}",
+                    f"{f['preemptions_per_step']:.0f}",
+                    _load(run["load_average_1_5_15_min_before_after"]),
+                ]
+            )
+        )
+    return rows
+
+
+GAP_COLUMNS = (
+    "configuration",
+    "step",
+    "gap ms",
+    "prepare ms",
+    "mix ms",
+    "trunk forward extra ms",
+    "head forward ms",
+    "codes (Sinkhorn) ms",
+    "loss ms",
+    "backward extra ms",
+    "freeze ms",
+    "LARC ms",
+)
+
+
+def gap_rows(run: dict[str, Any]) -> list[str]:
+    rows = []
+    for key, name in (("swav", "SwAV"), ("unmix", "Un-Mix")):
+        if key not in run or "gap_breakdown_s" not in run[key]:
+            continue
+        g = run[key]["gap_breakdown_s"]
+        rows.append(
+            _row(
+                [
+                    run["label"],
+                    name,
+                    _ms(run[key]["gap_s"], 1),
+                    _ms(g["prepare"], 1),
+                    _ms(g["mix"], 1),
+                    _ms(g["trunk_forward_extra"], 1),
+                    _ms(g["head_forward"], 1),
+                    _ms(g["codes"], 1),
+                    _ms(g["loss"], 1),
+                    _ms(g["backward_extra"], 1),
+                    _ms(g["freeze"], 2),
+                    _ms(g["optimizer"], 1),
+                ]
+            )
+        )
+    return rows
+
+
+def summary_lines(run: dict[str, Any]) -> list[str]:
+    lines = []
+    if "forward_mode" in run:
+        fm = run["forward_mode"]
+        lines.append(
+            f"{run['label']}: forward_mode grouped {_ms(fm['grouped_step_s_median'])} ms, per_crop "
+            f"{_ms(fm['per_crop_step_s_median'])} ms per step (per_crop/grouped time "
+            f"{fm['per_crop_over_grouped_time']:.3f}, "
+            f"paired {fm['paired_per_crop_over_grouped_time_median']:.3f}): "
+            f"{fm['faster']} is faster"
+        )
+    if "unmix_extra" in run:
+        ue = run["unmix_extra"]
+        bound = f", of which the bound {_ms(ue['bound_step_s'])} ms" if "bound_step_s" in ue else ""
+        lines.append(
+            f"{run['label']}: Un-Mix costs {_ms(ue['step_s'])} ms more per step than SwAV "
+            f"({100 * ue['fraction_of_swav_step']:.0f}%; paired time ratio "
+            f"{ue['paired_unmix_over_swav_time_median']:.3f}){bound}"
+        )
+    return lines
+
+
+SINKHORN_COLUMNS = (
+    "prototypes x rows",
+    "median ms",
+    "q1 - q3 ms",
+    "min ms",
+    "ns per score",
+    "runs",
+    "load before / after",
+)
+
+
+def sinkhorn_rows(run: dict[str, Any]) -> list[str]:
+    return [
+        _row(
+            [
+                f"{c['prototypes']:,} x {c['rows']:,}",
+                f"{c['ms_median']:.2f}",
+                f"{c['ms_q1']:.2f} - {c['ms_q3']:.2f}",
+                f"{c['ms_min']:.2f}",
+                f"{c['ns_per_element']:.2f}",
+                str(c["runs"]),
+                _load(run["load_average_1_5_15_min_before_after"]),
+            ]
+        )
+        for c in run["cases"]
+    ]
+
+
+def print_tables(output: Path, device: torch.device) -> None:
+    runs = [r for r in _load_runs(output) if r.get("device") == device.type]
+    steps = [r for r in runs if r["mode"] == "step"]
+    if steps:
+        print(_header(RATIO_COLUMNS))
+        for run in steps:
+            print("\n".join(ratio_rows(run)))
+        print("\n" + _header(GAP_COLUMNS))
+        for run in steps:
+            print("\n".join(gap_rows(run)))
+        print()
+        for run in steps:
+            print("\n".join(summary_lines(run)))
+    for run in (r for r in runs if r["mode"] == "sinkhorn"):
+        print(f"\n{run['label']}")
+        print(_header(SINKHORN_COLUMNS))
+        print("\n".join(sinkhorn_rows(run)))
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    malloc = tune_malloc()  # as swav-unmix-train does at start-up (before the first large allocation)
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    torch.set_num_threads(args.threads)
+    if args.repeats is None:
+        args.repeats = 10 if args.mode == "step" else 30
+    if args.repeats < 1 or args.warmup < 1:
+        raise SystemExit("bench_swav_step: --repeats and --warmup must be >= 1")
+    if args.mode == "step":
+        if not set(args.kinds) & {"full", "unmix_full", "full_per_crop"}:
+            raise SystemExit("bench_swav_step: --kinds needs at least one full step")
+        run = summarize_steps(measure_steps(args, device), args, device)
+    else:
+        run = summarize_sinkhorn(measure_sinkhorn(args, device), args, device)
+    info = machine_info(device)
+    run["malloc"] = malloc.detail
+    run["machine"] = {**info, "malloc": malloc.detail}
+    run["machine_description"] = device_description(info, device.type)
+    output = args.output or RESULTS_DIR / f"{BENCHMARK}_{device.type}.json"
+    store_runs(output, BENCHMARK, [run], RUN_KEY)
+    print(f"# {run['machine_description']}, torch {info['torch']}, {info['torch_threads']} threads")
+    if run["mode"] == "step":
+        for key in ("swav", "unmix"):
+            if key in run and "gap_breakdown_s" in run[key]:
+                c = run[key]
+                gap = ", ".join(f"{k} {_ms(v, 1)} ms" for k, v in c["gap_breakdown_s"].items())
+                print(
+                    f"{key}: bound {_ms(run['kinds'][c['bound']]['step_s_median'])} ms, full "
+                    f"{_ms(run['kinds'][c['full']]['step_s_median'])} ms per step; "
+                    f"gap {_ms(c['gap_s'])} ms = "
+                    f"{gap}; paired ratio {c['ratio_paired_median']:.3f}"
+                )
+        if not run["losses_finite"]:
+            print("warning: a loss was not finite during the run", file=sys.stderr)
+    print_tables(output, device)
+    print(f"\nresults: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
