@@ -10,13 +10,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
-#: The one registry of demos: method name -> module with a ``main(argv) -> int``. A project adds its line here
-#: when it lands.
+#: The one registry of demos: method name -> ``"module"`` with a ``main(argv, prog) -> int``, or
+#: ``"module:function"`` when one module serves several methods. A project adds its line here when it lands.
 DEMOS: dict[str, str] = {
     "moco": "selfsup.moco.demo",
     "cmc-moco": "selfsup.cmc.demo",
+    "swav": "selfsup.swav_unmix.demo:main_swav",
+    "unmix": "selfsup.swav_unmix.demo:main_unmix",
+    "intl": "selfsup.intl.demo:main_intl",
+    "cwrgp": "selfsup.intl.demo:main_cwrgp",
 }
+
+
+def load_demo(method: str) -> Callable[..., int]:
+    """The entry point ``(argv, prog) -> exit code`` registered for ``method`` in :data:`DEMOS`."""
+    module, _, function = DEMOS[method].partition(":")
+    return getattr(importlib.import_module(module), function or "main")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         parser.error(f"--method is required: one of {', '.join(sorted(DEMOS))}")
-    demo = importlib.import_module(DEMOS[args.method])
-    return demo.main([*rest, *(["--help"] if args.help else [])], prog=f"selfsup-demo --method {args.method}")
+    demo = load_demo(args.method)
+    return demo([*rest, *(["--help"] if args.help else [])], prog=f"selfsup-demo --method {args.method}")
 
 
 if __name__ == "__main__":

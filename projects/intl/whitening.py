@@ -31,6 +31,11 @@ import torch
 __all__ = ["group_zca_whitening", "iter_norm", "spectral_power_transform"]
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp32 for half-precision inputs; float64 stays float64 (gradient checks)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _centred_covariance(x: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     if axis not in (0, 1):
         raise ValueError(f"--axis must be 0 or 1, got {axis}")
@@ -57,7 +62,7 @@ def iter_norm(x: torch.Tensor, *, iters: int = 4, axis: int = 0) -> torch.Tensor
     if iters < 0:
         raise ValueError(f"--iters must be >= 0, got {iters}")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xc, sigma = _centred_covariance(x.float(), axis)
+        xc, sigma = _centred_covariance(_at_least_fp32(x), axis)
         trace = sigma.diagonal().sum()
         sigma_n = sigma / trace
         p = torch.eye(sigma.shape[0], device=x.device, dtype=sigma.dtype)
@@ -71,7 +76,7 @@ def spectral_power_transform(
 ) -> torch.Tensor:
     """``U diag(λ^p) Uᵀ`` applied to the centred embedding (module docstring), fp32 (eigh in fp64)."""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xc, sigma = _centred_covariance(x.float(), axis)
+        xc, sigma = _centred_covariance(_at_least_fp32(x), axis)
         eigenvalues, u = torch.linalg.eigh(sigma.double())
         eigenvalues = eigenvalues.clamp_min(eps * eigenvalues.max().clamp_min(1e-30))
         w = (u * eigenvalues.pow(power)) @ u.t()
@@ -87,7 +92,7 @@ def group_zca_whitening(
     if emb % groups:
         raise ValueError(f"--emb {emb} is not divisible by --group {groups}")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.float()
+        x = _at_least_fp32(x)
         if permutation is not None:
             x = x[:, permutation]
         xc = x - x.mean(dim=1, keepdim=True)
