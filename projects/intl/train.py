@@ -36,11 +36,10 @@ from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.data import build_dataset, dataset_info
 from selfsup.shared.data.transforms import NORMALIZATION
 from selfsup.shared.distributed import (
-    DistEnv,
     all_gather_with_grad,
     cleanup,
-    convert_sync_batchnorm,
     init_distributed,
+    sync_batchnorm_on,
 )
 from selfsup.shared.models.backbones import BackboneConfig
 from selfsup.shared.optim.optimizers import build_optimizer, split_param_groups
@@ -112,15 +111,6 @@ def run_precision(args: argparse.Namespace, device: torch.device) -> str:
     return resolve_precision(args.precision, device)
 
 
-def _sync_bn(model: nn.Module, env: DistEnv, log) -> nn.Module:
-    if not env.is_distributed:
-        return model
-    if env.device.type == "cpu":
-        log.warning("SyncBN needs a GPU; on CPU every rank's BatchNorm uses its own batch statistics")
-        return model
-    return convert_sync_batchnorm(model)
-
-
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     """Pre-train; returns the path of the last checkpoint written."""
     malloc = None if args.no_malloc_tuning else tune_malloc()
@@ -164,7 +154,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
         raise ValueError(f"--warmup_eps {args.warmup_eps} must be smaller than --epochs {args.epochs}")
     base_lr = args.lr * args.bs / 256
 
-    model = _sync_bn(build_model(args), env, log).to(env.device)
+    model = sync_batchnorm_on(build_model(args), env.device, log).to(env.device)
     prepare_model(model, channels_last=args.channels_last, compile_model=args.compile)
     groups = split_param_groups(model, args.wd, exclude_bias_and_norm=not args.cifar)
     optimizer = build_optimizer("sgd", groups, lr=base_lr, momentum=0.9, weight_decay=args.wd)

@@ -38,7 +38,7 @@ from selfsup.shared.data import (
     build_training_loader,
 )
 from selfsup.shared.data.transforms import swav_crop_transform
-from selfsup.shared.distributed import DistEnv, cleanup, convert_sync_batchnorm, init_distributed
+from selfsup.shared.distributed import DistEnv, cleanup, init_distributed, sync_batchnorm_on
 from selfsup.shared.models.backbones import BackboneConfig
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import apply_lr, warmup_cosine_schedule
@@ -175,11 +175,8 @@ def compute_loss(
 def _sync_bn(model: nn.Module, args: argparse.Namespace, env: DistEnv, log: logging.Logger) -> nn.Module:
     """SyncBN over all ranks (``--sync_bn pytorch``) or groups of ``--syncbn_process_group_size``
     (``apex``); not on CPU, where torch has no SyncBN kernel (each rank then normalises its own batch)."""
-    if not env.is_distributed:
-        return model
-    if env.device.type == "cpu":
-        log.warning("SyncBN needs a GPU; on CPU every rank's BatchNorm uses its own batch statistics")
-        return model
+    if not env.is_distributed or env.device.type == "cpu":
+        return sync_batchnorm_on(model, env.device, log)
     group = None
     if args.sync_bn == "apex":
         size = args.syncbn_process_group_size
@@ -188,7 +185,7 @@ def _sync_bn(model: nn.Module, args: argparse.Namespace, env: DistEnv, log: logg
                 f"--syncbn_process_group_size {size} does not divide the world size {env.world_size}"
             )
         group, _ = dist.new_subgroups(size)
-    return convert_sync_batchnorm(model, group)
+    return sync_batchnorm_on(model, env.device, log, group)
 
 
 def _gather_queue(queue: EmbeddingQueue | None, env: DistEnv) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from selfsup.shared.distributed.batchnorm import (
     batch_shuffle_ddp,
     batch_unshuffle_ddp,
     convert_sync_batchnorm,
+    sync_batchnorm_on,
 )
 from selfsup.shared.distributed.collectives import (
     all_gather_no_grad,
@@ -58,4 +59,5 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "parse_slurm_nodelist",
+    "sync_batchnorm_on",
 ]

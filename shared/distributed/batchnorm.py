@@ -9,6 +9,7 @@ order.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -58,3 +59,14 @@ def convert_sync_batchnorm(module: nn.Module, process_group: Any = None) -> nn.M
     if get_world_size() > 1:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     return module
+
+
+def sync_batchnorm_on(
+    module: nn.Module, device: torch.device, log: logging.Logger, process_group: Any = None
+) -> nn.Module:
+    """SyncBN for a distributed run on ``device``: :func:`convert_sync_batchnorm` on GPUs; unchanged on CPU,
+    where torch has no SyncBN kernel (each rank then normalises its own batch; ``log`` warns once)."""
+    if get_world_size() > 1 and device.type == "cpu":
+        log.warning("SyncBN needs a GPU; on CPU every rank's BatchNorm uses its own batch statistics")
+        return module
+    return convert_sync_batchnorm(module, process_group)

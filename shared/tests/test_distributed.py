@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import socket
 import subprocess
@@ -69,6 +70,8 @@ def test_world_one_queries_are_trivial() -> None:
     assert D.broadcast_object({"a": 1}) == {"a": 1}
     bn = nn.Sequential(nn.BatchNorm2d(3))
     assert D.convert_sync_batchnorm(bn) is bn and type(bn[0]) is nn.BatchNorm2d
+    log = logging.getLogger("test")
+    assert D.sync_batchnorm_on(bn, torch.device("cpu"), log) is bn and type(bn[0]) is nn.BatchNorm2d
 
 
 def test_world_one_gathers_are_identities() -> None:
