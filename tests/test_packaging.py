@@ -67,6 +67,10 @@ def test_wheel_maps_every_folder_into_the_selfsup_namespace(wheel, tmp_path):
     assert "selfsup/transfer/__init__.py" in names and "selfsup/demo.py" in names
     assert "selfsup/cmc/train.py" in names and "selfsup/cmc/imagenet100.txt" in names
     assert "selfsup/swav_unmix/train.py" in names and "selfsup/intl/cwrgp_train.py" in names
+    assert (
+        "selfsup/transfer/configs/detectron2/voc_R_50_C4_24k.yaml" in names
+    )  # selfsup-transfer's shipped configs
+    assert "selfsup/transfer/configs/detectron2/Base-RCNN-C4-BN.yaml" in names
     tops = {name.split("/")[0] for name in names}
     assert tops <= {"selfsup", next(t for t in tops if t.endswith(".dist-info"))}, tops
     assert not any("/tests/" in name for name in names)
@@ -74,7 +78,7 @@ def test_wheel_maps_every_folder_into_the_selfsup_namespace(wheel, tmp_path):
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     )
     scripts = ("moco-train", "moco-demo", "selfsup-demo", "selfsup-eval", "selfsup-convert", "cmc-train")
-    for script in (*scripts, "swav-unmix-train", "intl-train", "cwrgp-train"):
+    for script in (*scripts, "swav-unmix-train", "intl-train", "cwrgp-train", "selfsup-transfer"):
         assert script in entry_points
     zipfile.ZipFile(wheel).extractall(tmp_path)
     spec = importlib.machinery.PathFinder.find_spec("selfsup", [str(tmp_path)])

@@ -1,7 +1,8 @@
-"""``selfsup-convert``: write a checkpoint's backbone as Detectron2 or DETR initialisation weights.
+"""``selfsup-convert``: write a checkpoint's backbone as Detectron2, DETR or Hugging Face DETR init weights.
 
     selfsup-convert detectron2 --checkpoint ckpt.pth --output r50.pkl
     selfsup-convert detr --checkpoint ckpt.pth --output r50_detr.pth --use_ema
+    selfsup-convert detr-hf --checkpoint ckpt.pth --output r50_hf_detr.pth
 
 The checkpoint may be a selfsup checkpoint or any layout ``selfsup.shared.checkpoints.formats`` reads (official
 MoCo, SwAV, INTL, CW-RGP, InsDis, a plain torchvision state dict, ...). The backbone is checked against the
@@ -10,10 +11,14 @@ network its shapes describe (and ``--arch``), then against what the target build
 Outputs (see ``transfer/README.md`` for the configs that load them):
 
 * detectron2 ``.pkl``: a plain pickle of ``{"model": {key: numpy array}, "__author__": "selfsup",
-  "matching_heuristics": True, "selfsup_conversion": {...}}``, the form MoCo's converter writes and
+  "matching_heuristics": True, "selfsup_conversion": {...}, "selfsup_preset": {...}}``, the form MoCo's
+  converter writes (plus provenance and the config preset ``selfsup-transfer`` checks) and
   ``MODEL.WEIGHTS`` reads; ``.pth``/``.pt``: the same dict with tensors, written by ``torch.save``.
-* detr ``.pth``/``.pt``: ``{"model": {"backbone.0.body.<key>": tensor}, "selfsup_conversion": {...}}`` written by
+* detr ``.pth``/``.pt``: ``{"model": {"backbone.0.body.<key>": tensor}, "selfsup_conversion": {...},
+  "selfsup_preset": {...}}`` written by
   ``torch.save``; load it into a DETR model with ``strict=False``.
+* detr-hf ``.pth``/``.pt``: the same, keyed ``model.backbone.model.<key>`` for Hugging Face
+  ``DetrForObjectDetection`` (its timm ResNet backbone), with ``"target": "detr-hf"`` in the preset.
 
 Every file is readable with ``torch.load(weights_only=True)`` / plain ``pickle`` (no pickled classes).
 """
@@ -36,6 +41,7 @@ from selfsup.shared.checkpoints.backbone_layout import BackboneLayout, build_bac
 from selfsup.shared.checkpoints.formats import (
     BranchNotAvailableError,
     ExtractedBackbone,
+    UnknownCheckpointFormatError,
     extract_backbone,
     file_sha256,
     get_format,
@@ -45,22 +51,26 @@ from selfsup.shared.models.backbones import ARCHITECTURES
 from selfsup.shared.runtime.config import HelpFormatter
 from selfsup.transfer.convert import (
     DETECTRON2_TARGET,
+    DETR_HF_TARGET,
     DETR_TARGET,
     TARGETS,
     check_detr_backbone,
     detectron2_resnet_options,
     to_detectron2,
     to_detr,
+    to_hf_detr,
 )
+from selfsup.transfer.presets import PIXEL_MEAN, PIXEL_STD, PRESET_KEY, detectron2_preset, detr_preset
 
 __all__ = ["ConversionReport", "build_parser", "check_coverage", "convert_checkpoint", "main"]
 
 #: Author tag Detectron2 logs when it reads the ``.pkl`` ("Reading a file from 'selfsup'").
 AUTHOR = "selfsup"
-#: ImageNet RGB statistics on the 0-255 scale: torchvision's normalisation, which every supported trainer uses.
-PIXEL_MEAN = [123.675, 116.28, 103.53]
-PIXEL_STD = [58.395, 57.12, 57.375]
-_SUFFIXES = {DETECTRON2_TARGET: (".pkl", ".pth", ".pt"), DETR_TARGET: (".pth", ".pt")}
+_SUFFIXES = {
+    DETECTRON2_TARGET: (".pkl", ".pth", ".pt"),
+    DETR_TARGET: (".pth", ".pt"),
+    DETR_HF_TARGET: (".pth", ".pt"),
+}
 
 
 @dataclass
@@ -150,12 +160,23 @@ def _to_numpy(value: torch.Tensor) -> Any:
     return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
 
 
-def _write(target: str, output: Path, weights: dict[str, torch.Tensor], provenance: dict[str, str]) -> None:
-    if target == DETR_TARGET:
-        payload: dict[str, Any] = {"model": weights, "selfsup_conversion": provenance}
+def _write(
+    target: str,
+    output: Path,
+    weights: dict[str, torch.Tensor],
+    provenance: dict[str, str],
+    preset: dict[str, Any],
+) -> None:
+    if target in (DETR_TARGET, DETR_HF_TARGET):
+        payload: dict[str, Any] = {"model": weights, "selfsup_conversion": provenance, PRESET_KEY: preset}
         _atomic_write(output, lambda stream: torch.save(payload, stream))
         return
-    payload = {"__author__": AUTHOR, "matching_heuristics": True, "selfsup_conversion": provenance}
+    payload = {
+        "__author__": AUTHOR,
+        "matching_heuristics": True,
+        "selfsup_conversion": provenance,
+        PRESET_KEY: preset,
+    }
     if output.suffix == ".pkl":
         payload["model"] = {k: _to_numpy(v) for k, v in weights.items()}
         _atomic_write(output, lambda stream: pickle.dump(payload, stream, protocol=4))
@@ -168,8 +189,18 @@ def _settings(target: str, extracted: ExtractedBackbone, output: Path) -> list[s
     if target == DETR_TARGET:
         name = check_detr_backbone(extracted.config, extracted.stem_width)
         return [
-            f"--backbone {name}",
-            f"model_without_ddp.load_state_dict(torch.load('{output}')['model'], strict=False)",
+            f"python -m selfsup.transfer.detr_train --detr_root DETR_CHECKOUT --selfsup_weights {output} "
+            f"--backbone {name} --lr_backbone 5e-5 --coco_path COCO ...",
+            f"(own code: selfsup.transfer.detr.load_into_detr(detr_model, '{output}', backbone_name='{name}'))",
+        ]
+    if target == DETR_HF_TARGET:
+        name = check_detr_backbone(extracted.config, extracted.stem_width)
+        return [
+            f'DetrForObjectDetection(DetrConfig(backbone="{name}", use_timm_backbone=True, '
+            "use_pretrained_backbone=False, ...))",
+            f"selfsup.transfer.detr.load_into_hf_detr(model, '{output}')  "
+            f"# or model.load_state_dict(torch.load('{output}')['model'], strict=False)",
+            "DetrImageProcessor defaults: RGB, ImageNet mean/std on the 0-1 scale",
         ]
     options = detectron2_resnet_options(extracted.config, extracted.stem_width)
     return [
@@ -192,7 +223,7 @@ def convert_checkpoint(
     use_ema: bool = False,
     allow_partial: bool = False,
 ) -> ConversionReport:
-    """Read ``checkpoint``, check its backbone, write it to ``output`` for ``target`` (``detectron2``/``detr``)."""
+    """Read ``checkpoint``, check its backbone, write it to ``output`` for ``target`` (one of ``TARGETS``)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     if arch is not None and arch not in ARCHITECTURES:
@@ -213,7 +244,12 @@ def convert_checkpoint(
         _check_arch(arch, layout)
     settings = _settings(target, extracted, output)  # raises UnsupportedTargetError before any work
     weights, notes = check_coverage(extracted.state_dict, layout, allow_partial)
-    converted = to_detr(weights) if target == DETR_TARGET else to_detectron2(weights)
+    if target == DETR_TARGET:
+        converted = to_detr(weights)
+    elif target == DETR_HF_TARGET:
+        converted = to_hf_detr(weights)
+    else:
+        converted = to_detectron2(weights)
     provenance = {
         "source": str(checkpoint),
         "source_sha256": file_sha256(checkpoint),
@@ -222,7 +258,13 @@ def convert_checkpoint(
         "architecture": layout.describe(),
         "target": target,
     }
-    _write(target, output, converted, provenance)
+    if target == DETR_TARGET:
+        preset = detr_preset(extracted.config, extracted.stem_width)
+    elif target == DETR_HF_TARGET:
+        preset = {**detr_preset(extracted.config, extracted.stem_width), "target": DETR_HF_TARGET}
+    else:
+        preset = detectron2_preset(extracted.config, extracted.stem_width)
+    _write(target, output, converted, provenance, preset)
     return ConversionReport(
         target=target,
         output=output,
@@ -238,7 +280,10 @@ def convert_checkpoint(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfsup-convert",
-        description="Convert a self-supervised checkpoint's backbone into Detectron2 or DETR initialisation weights.",
+        description=(
+            "Convert a self-supervised checkpoint's backbone into Detectron2, DETR or Hugging Face DETR "
+            "initialisation weights."
+        ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("target", choices=TARGETS, help="framework the output file is for")
@@ -246,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, help="checkpoint to read (selfsup or a supported original)"
     )
     parser.add_argument(
-        "--output", required=True, help="file to write: .pkl or .pth for detectron2, .pth for detr"
+        "--output",
+        required=True,
+        help="file to write: .pkl or .pth for detectron2, .pth for detr and detr-hf",
     )
     parser.add_argument(
         "--arch", choices=sorted(ARCHITECTURES), default=None, help="assert the backbone architecture"
@@ -287,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--checkpoint: {err}")
     except BranchNotAvailableError as err:
         parser.error(f"--use_ema: {err}")
+    except UnknownCheckpointFormatError as err:
+        parser.error(f"--checkpoint {args.checkpoint}: {err}")
     except (ValueError, OSError) as err:
         parser.error(str(err))
     print(

@@ -9,6 +9,9 @@ Pure functions on state dicts: no file I/O (``selfsup.transfer.cli`` reads check
   exactly as torchvision does, so one rule covers both.
 * ``to_detr`` gives DETR's ``backbone.0.body.<torchvision key>``; DETR's ``FrozenBatchNorm2d`` has no
   ``num_batches_tracked``, so those buffers are dropped.
+* ``to_hf_detr`` gives the same tensors under Hugging Face ``DetrForObjectDetection``'s names,
+  ``model.backbone.model.<torchvision key>``: its default backbone is a timm ResNet (``features_only``), whose keys
+  are torchvision's, with ``DetrFrozenBatchNorm2d`` (no ``num_batches_tracked``) in place of BN.
 * ``detectron2_resnet_options`` / ``check_detr_backbone`` say whether the architecture fits a stock Detectron2
   or DETR ResNet, with the config overrides Detectron2 needs, and raise ``UnsupportedTargetError`` otherwise.
 
@@ -29,7 +32,9 @@ from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig
 __all__ = [
     "DETECTRON2_TARGET",
     "DETR_BACKBONE_PREFIX",
+    "DETR_HF_TARGET",
     "DETR_TARGET",
+    "HF_DETR_BACKBONE_PREFIX",
     "TARGETS",
     "UnsupportedTargetError",
     "check_detr_backbone",
@@ -37,15 +42,21 @@ __all__ = [
     "detectron2_resnet_options",
     "to_detectron2",
     "to_detr",
+    "to_hf_detr",
 ]
 
 DETECTRON2_TARGET = "detectron2"
 DETR_TARGET = "detr"
+DETR_HF_TARGET = "detr-hf"
 #: The targets ``selfsup-convert`` writes files for.
-TARGETS = (DETECTRON2_TARGET, DETR_TARGET)
+TARGETS = (DETECTRON2_TARGET, DETR_TARGET, DETR_HF_TARGET)
 #: Where DETR keeps its ResNet: ``DETR.backbone = Joiner(Backbone, PositionEmbedding)``; ``Backbone.body`` is
 #: torchvision's ``IntermediateLayerGetter`` over the ResNet (stem to ``layer4``).
 DETR_BACKBONE_PREFIX = "backbone.0.body."
+#: Where Hugging Face ``DetrForObjectDetection`` (transformers 5) keeps its timm ResNet:
+#: ``model`` (``DetrModel``) . ``backbone`` (``DetrConvEncoder``) . ``model`` (timm ``FeatureListNet``); 265 tensors
+#: for ResNet-50. transformers 4 had a ``conv_encoder.`` level between ``backbone.`` and ``model.``.
+HF_DETR_BACKBONE_PREFIX = "model.backbone.model."
 
 _NORM_BUFFER = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _STEM = re.compile(rf"conv1\.weight|bn1\.{_NORM_BUFFER}")
@@ -55,6 +66,16 @@ _BLOCK = re.compile(
     rf"|downsample\.(?P<ds>[01])\.(?P<ds_field>\w+))"
 )
 _HEAD = re.compile(r"fc(\.\d+)?\.(weight|bias)")
+
+
+#: Detectron2's ``MODEL.RESNETS.DEPTH`` for each (block, blocks per stage) it builds.
+_DETECTRON2_DEPTHS = {
+    ("BasicBlock", (2, 2, 2, 2)): 18,
+    ("BasicBlock", (3, 4, 6, 3)): 34,
+    ("Bottleneck", (3, 4, 6, 3)): 50,
+    ("Bottleneck", (3, 4, 23, 3)): 101,
+    ("Bottleneck", (3, 8, 36, 3)): 152,
+}
 
 
 class UnsupportedTargetError(ValueError):
@@ -129,6 +150,20 @@ def to_detr(
     return out
 
 
+def to_hf_detr(
+    state_dict: Mapping[str, torch.Tensor], prefix: str = HF_DETR_BACKBONE_PREFIX
+) -> dict[str, torch.Tensor]:
+    """Hugging Face DETR-named copy of torchvision ResNet weights: ``prefix + key``, without ``fc`` and
+    ``num_batches_tracked``.
+
+    timm's ResNet names its layers exactly as torchvision does (``conv1``, ``bn1``, ``layer<s>.<b>.conv<k>``,
+    ``downsample.0/1``) and puts the stride on the 3x3 convolution too, so only the prefix changes. With the
+    default prefix the keys are those of a whole ``DetrForObjectDetection`` ``state_dict`` (transformers 5); with
+    ``prefix=""`` they load strictly into its timm backbone (``model.model.backbone.model``).
+    """
+    return to_detr(state_dict, prefix=prefix)
+
+
 def _resnet_geometry(config: BackboneConfig, stem_width: int | None, target: str) -> tuple[str, int, int]:
     """Block type, base width and stem width of a 3-channel ImageNet-stem ResNet; raises for anything else."""
     if config.name not in ARCHITECTURES:
@@ -140,6 +175,11 @@ def _resnet_geometry(config: BackboneConfig, stem_width: int | None, target: str
     if config.in_channels != 3:
         raise UnsupportedTargetError(
             f"the backbone takes {config.in_channels}-channel input (a CMC view?); {target} feeds 3-channel images"
+        )
+    if config.stem_padding not in (None, 3):
+        raise UnsupportedTargetError(
+            f"the backbone's 7x7 conv1 pads by {config.stem_padding}; {target}'s pads by 3 (every feature map "
+            "would shift)"
         )
     block, _, default_width = ARCHITECTURES[config.name]
     width = config.width or default_width
@@ -156,7 +196,12 @@ def detectron2_resnet_options(config: BackboneConfig, stem_width: int | None = N
     ``Res5ROIHeads`` always builds Bottleneck blocks. Raises ``UnsupportedTargetError`` when no setting fits.
     """
     block, width, stem = _resnet_geometry(config, stem_width, DETECTRON2_TARGET)
-    depth = {"resnet18": 18, "resnet34": 34}.get(config.name, 50)
+    stages = ARCHITECTURES[config.name][1]
+    depth = _DETECTRON2_DEPTHS.get((block, stages))
+    if depth is None:
+        raise UnsupportedTargetError(
+            f"Detectron2 builds ResNet depths 18/34/50/101/152; {config.name} has {block} stages {list(stages)}"
+        )
     options: dict[str, Any] = {"DEPTH": depth, "STRIDE_IN_1X1": False, "STEM_OUT_CHANNELS": stem}
     if block == "BasicBlock":
         if width != 64:

@@ -116,9 +116,7 @@ def test_one_step_loss_matches_a_hand_assembled_computation(rand_group, norm):
     views_n, bs, w_size, emb, groups, w_iter = 3, 8, 4, 32, 2, 2
     # Group ZCA has eps 0 (as the original), so a sub-batch with two equal rows is singular and gives NaN. A
     # width-4 trunk on 8 px noise often maps two samples to the same all-zero feature; width 16 on 16 px does not.
-    flags = (
-        f"--width 16 --bs {bs} --w_size {w_size} --emb {emb} --group {groups} --head_size 64 --w_iter {w_iter}"
-    )
+    flags = f"--width 16 --bs {bs} --w_size {w_size} --emb {emb} --group {groups} --head_size 64 --w_iter {w_iter}"
     flags += f" --num_samples {views_n}" + ("" if rand_group else " --no_rg") + ("" if norm else " --no_norm")
     args = parse_args(flags.split())
     torch.manual_seed(3)
