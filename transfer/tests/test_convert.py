@@ -365,8 +365,8 @@ def test_cli_missing_checkpoint_ema_and_cifar_stem(r50_file, tmp_path, capsys):
 # ------------------------------------------------------------------------------ with real detectron2
 
 
-def test_real_detectron2_checkpointer_fills_fpn_backbone(r50_file, r50, tmp_path, capsys):
-    pytest.importorskip("detectron2")
+@pytest.mark.detectron2
+def test_real_detectron2_checkpointer_fills_fpn_backbone(detectron2, r50_file, r50, tmp_path, capsys):
     from detectron2 import model_zoo
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg

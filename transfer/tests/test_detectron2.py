@@ -194,7 +194,7 @@ def test_the_launcher_trains_and_evaluates_on_voc(detectron2, tiny_voc, r50_pkl,
     assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
 
 
-def test_the_launcher_trains_and_evaluates_on_coco_then_resumes_and_evaluates_only(
+def test_the_launcher_trains_evaluates_resumes_and_evaluates_only_on_coco(
     detectron2, tiny_coco, r50_pkl, tmp_path
 ):
     annotations, images = tiny_coco
@@ -212,6 +212,11 @@ def test_the_launcher_trains_and_evaluates_on_coco_then_resumes_and_evaluates_on
 
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert final["iteration"] == 0  # one iteration, counted from 0
+    resumed = [*argv, "SOLVER.MAX_ITER", "2"]
+    resumed = [a.replace("tiny_coco", "tiny_coco_resumed") for a in resumed]
+    assert main(["--resume", *resumed]) == 0  # continues from last_checkpoint: one more iteration
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    assert final["iteration"] == 1  # resumed at iteration 1, not restarted from the converted weights
     (out / "metrics.json").unlink()
     argv_eval = [a.replace("tiny_coco", "tiny_coco_eval") for a in argv]
     argv_eval[argv_eval.index("MODEL.WEIGHTS") + 1] = str(out / "model_final.pth")
