@@ -39,7 +39,13 @@ from selfsup.shared.runtime.cpu import tune_malloc
 from selfsup.shared.runtime.entrypoint import run_reporting_errors
 from selfsup.shared.runtime.logger import MetricLogger, get_logger
 from selfsup.shared.runtime.loop import LoopSpec, run_epochs
-from selfsup.shared.runtime.precision import autocast, check_precision, make_grad_scaler, resolve_precision
+from selfsup.shared.runtime.precision import (
+    autocast,
+    check_precision,
+    make_grad_scaler,
+    prepare_model,
+    resolve_precision,
+)
 from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 
 __all__ = ["ContrastTrainer", "amp_precision", "run_main"]
@@ -78,6 +84,8 @@ class ContrastTrainer:
     prog = "cmc"
     method = "cmc"
     crop_flag = "crop_low"
+    #: whether ``--channels_last`` and ``--compile`` take effect (see ``MocoInsTrainer`` for the exception)
+    applies_speed_flags = True
 
     # ------------------------------------------------------------------ the method (subclass hooks)
     def run_name(self) -> str:
@@ -228,6 +236,13 @@ class ContrastTrainer:
                 convert_split_batchnorm(self.state_modules()[name], args.bn_splits)
         for module in self.state_modules().values():
             module.to(env.device)
+        channels_last = args.channels_last and self.applies_speed_flags
+        for name in ("model", "model_ema"):  # --channels_last (both encoders), --compile (the trained one)
+            if name in self.state_modules():
+                compile_model = args.compile and self.applies_speed_flags and name == "model"
+                prepare_model(
+                    self.state_modules()[name], channels_last=channels_last, compile_model=compile_model
+                )
         optimizer = build_optimizer(
             "sgd",
             self.model.parameters(),
@@ -273,6 +288,8 @@ class ContrastTrainer:
         def step_fn(batch) -> tuple[dict[str, torch.Tensor], int]:
             x, _target, index = batch
             x = x.to(env.device, non_blocking=True).float()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             index = index.to(env.device, non_blocking=True)
             scalars = self.step_scalars(runner, x, index)
             optimizer.zero_grad(set_to_none=True)

@@ -36,6 +36,7 @@ __all__ = [
     "RGB_TO_YCBCR",
     "VIEWS",
     "ColorSpaceToTensor",
+    "lab_to_rgb",
     "normalize_view",
     "rgb_to_lab",
     "rgb_to_lab_tensor",
@@ -110,6 +111,24 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     a = 500.0 * (f[..., 0] - f[..., 1])
     b = 200.0 * (f[..., 1] - f[..., 2])
     return np.stack([lightness, a, b], axis=-1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """``... x 3`` CIE Lab -> RGB floats (the inverse of :func:`rgb_to_lab`, float64, not clipped).
+
+    Colours outside the sRGB gamut come out with components outside [0, 1]; callers clip or reject them.
+    """
+    lab = np.asarray(lab, dtype=np.float64)
+    if lab.ndim < 1 or lab.shape[-1] != 3:
+        raise ValueError(f"expected an ... x 3 Lab array, got shape {lab.shape}")
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    knee = _LAB_KAPPA * _LAB_EPSILON + 16.0 / 116.0  # f at the threshold, where the two pieces meet
+    xyz = np.where(f > knee, f**3, (f - 16.0 / 116.0) / _LAB_KAPPA) * np.asarray(_D65_WHITE)
+    linear = xyz @ np.linalg.inv(np.asarray(RGB_TO_XYZ)).T
+    knee_lin = _LINEAR_KNEE / 12.92
+    positive = np.maximum(linear, knee_lin)
+    return np.where(linear > knee_lin, 1.055 * positive ** (1.0 / 2.4) - 0.055, linear * 12.92)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ DATASET_NAMES: tuple[str, ...] = (
     "stl10",
     "fashion_mnist",
     "digits",
+    "digits_color",
     "npz",
 )
 
@@ -62,7 +63,7 @@ _IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
 _IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
 
 # Per-channel statistics of the training images: the commonly published values for CIFAR/STL/Fashion-MNIST;
-# digits' were computed on this package's upscaled train split (see tests/test_data_datasets.py).
+# digits' and digits_color's were computed on this package's train splits (see tests/test_data_datasets.py).
 _INFOS: dict[str, DatasetInfo] = {
     "imagefolder": DatasetInfo("imagefolder", None, 224, _IMAGENET_MEAN, _IMAGENET_STD),
     "cifar10": DatasetInfo("cifar10", 10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -77,6 +78,7 @@ _INFOS: dict[str, DatasetInfo] = {
     ),
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, 28, (0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
     "digits": DatasetInfo("digits", 10, 32, (0.3092, 0.3092, 0.3092), (0.3487, 0.3487, 0.3487)),
+    "digits_color": DatasetInfo("digits_color", 10, 32, (0.5114, 0.5036, 0.4729), (0.2155, 0.2425, 0.2253)),
     "npz": DatasetInfo("npz", None, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
@@ -120,6 +122,8 @@ def build_dataset(
     * ``cifar10``, ``cifar100``, ``stl10``, ``fashion_mnist``: torchvision layout under ``root`` (default
       :func:`default_data_root`); ``download`` fetches missing files.
     * ``digits``: scikit-learn's bundled digits at 32x32 RGB; ``root`` is ignored.
+    * ``digits_color``: the same digits, split and targets in per-image random colours drawn independently of
+      the class (CMC's L and ab views both show the digit); ``root`` is ignored.
     * ``npz``: ``root`` is an ``.npz`` file (see :mod:`selfsup.shared.data.arrays`).
 
     ``skip_corrupt`` only matters for ``imagefolder`` (the other datasets are decoded arrays); ``download``
@@ -132,6 +136,10 @@ def build_dataset(
         from selfsup.shared.data.digits import build_digits
 
         return build_digits(split, transform=transform)
+    if name == "digits_color":
+        from selfsup.shared.data.digits import build_digits_color
+
+        return build_digits_color(split, transform=transform)
     if name == "imagefolder":
         from selfsup.shared.data.imagefolder import (
             ImageFolderDataset,

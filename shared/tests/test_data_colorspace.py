@@ -13,6 +13,7 @@ from selfsup.shared.data.colorspace import (
     COLOR_NORMALIZATION,
     VIEWS,
     ColorSpaceToTensor,
+    lab_to_rgb,
     normalize_view,
     rgb_to_lab,
     rgb_to_lab_tensor,
@@ -104,6 +105,17 @@ def test_reference_colours():
     assert rgb_to_ycbcr(_pixel((255, 255, 255)))[0, 0].tolist() == pytest.approx(
         [235.0, 128.0, 128.0], abs=1e-9
     )
+
+
+def test_lab_to_rgb_inverts_rgb_to_lab():
+    rgb = np.random.default_rng(3).random((500, 3))
+    rgb[:4] = [[0, 0, 0], [1, 1, 1], [0.001, 0.002, 0.0], [1, 0, 0]]  # black, white, the linear segments, red
+    assert np.abs(lab_to_rgb(rgb_to_lab(rgb)) - rgb).max() < 1e-12
+    assert lab_to_rgb(np.array([53.2408, 80.0925, 67.2032])) == pytest.approx([1.0, 0.0, 0.0], abs=1e-4)
+    outside = lab_to_rgb(np.array([50.0, 0.0, -120.0]))  # a blue no sRGB colour reaches
+    assert outside.min() < 0 or outside.max() > 1
+    with pytest.raises(ValueError, match="Lab"):
+        lab_to_rgb(np.zeros((2, 4)))
 
 
 def test_numpy_and_torch_agree_on_random_images():

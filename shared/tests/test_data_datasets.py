@@ -22,14 +22,30 @@ from selfsup.shared.data import (
     dataset_info,
     verify_images,
 )
-from selfsup.shared.data.digits import digits_arrays, digits_split_indices
+from selfsup.shared.data.colorspace import rgb_to_lab
+from selfsup.shared.data.digits import (
+    DIGITS_COLOR_SEED,
+    digits_arrays,
+    digits_color_arrays,
+    digits_color_palette,
+    digits_split_indices,
+)
 from selfsup.shared.data.transforms import linear_eval_transform
 
 # ----------------------------------------------------------------------------- registry
 
 
 def test_names_and_info() -> None:
-    assert DATASET_NAMES == ("imagefolder", "cifar10", "cifar100", "stl10", "fashion_mnist", "digits", "npz")
+    assert DATASET_NAMES == (
+        "imagefolder",
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "fashion_mnist",
+        "digits",
+        "digits_color",
+        "npz",
+    )
     sizes = {name: dataset_info(name).image_size for name in DATASET_NAMES}
     assert sizes == {
         "imagefolder": 224,
@@ -38,6 +54,7 @@ def test_names_and_info() -> None:
         "stl10": 96,
         "fashion_mnist": 28,
         "digits": 32,
+        "digits_color": 32,
         "npz": 32,
     }
     assert dataset_info("cifar100").num_classes == 100
@@ -108,6 +125,75 @@ def test_digits_items_and_stats() -> None:
     transformed = build_dataset("digits", split="test", transform=to_tensor)
     tensor, _ = transformed[3]
     assert tensor.shape == (3, 28, 28) and tensor.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- digits_color
+
+
+def test_digits_color_has_the_split_and_targets_of_digits() -> None:
+    for split in ("train", "test"):
+        gray = build_dataset("digits", split=split)
+        colour = build_dataset("digits_color", split=split)
+        assert len(colour) == len(gray) and colour.targets == gray.targets and colour.classes == gray.classes
+    image, target = build_dataset("digits_color", split="test")[0]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)
+    assert isinstance(target, int)
+
+
+def test_digits_color_pixels_follow_documented_recipe() -> None:
+    gray, _ = digits_arrays("test")
+    images, _ = digits_color_arrays("test")
+    foreground, background = digits_color_palette()
+    assert foreground.shape == background.shape == (1797, 3)
+    for position in (0, 5, 449):
+        source = int(digits_split_indices("test")[position])
+        weight = gray[position][..., :1].astype(np.float64) / 255
+        fg, bg = foreground[source], background[source]
+        expected = np.rint((bg + (fg - bg) * weight) * 255).clip(0, 255).astype(np.uint8)
+        assert np.array_equal(images[position], expected)
+    # deterministic: the palette is the documented draw, and a second read gives the same pixels
+    assert DIGITS_COLOR_SEED == 2020
+    assert np.array_equal(digits_color_arrays("test")[0], images)
+    assert np.allclose(foreground[0], [0.37114528, 0.15277096, 0.31791333])
+    assert np.allclose(background[0], [0.95431827, 0.89505741, 0.82685673])
+
+
+def test_digits_color_strokes_show_in_both_views() -> None:
+    foreground, background = digits_color_palette()
+    assert np.all((foreground >= 0) & (foreground <= 1)) and np.all((background >= 0) & (background <= 1))
+    fg, bg = rgb_to_lab(foreground), rgb_to_lab(background)
+    assert np.abs(fg[:, 0] - bg[:, 0]).min() >= 29.9  # L: lightness gap (clipping moves a colour < 0.1)
+    assert np.linalg.norm(fg[:, 1:] - bg[:, 1:], axis=1).min() >= 29.9  # ab: chroma gap
+    images, _ = digits_color_arrays("train")
+    lab = rgb_to_lab(images[:50])
+    # the ab channels vary within an image (on the gray digits they are ~0 everywhere)
+    assert lab[..., 1:].std(axis=(1, 2)).mean() > 5
+
+
+def test_digits_color_colours_are_independent_of_the_class() -> None:
+    from sklearn.datasets import load_digits
+
+    targets = load_digits().target
+    foreground, background = digits_color_palette()
+    lab = np.concatenate([rgb_to_lab(foreground), rgb_to_lab(background)], axis=1)  # (1797, 6)
+    # each class's mean colour lies within 4 standard errors of the mean over all images
+    overall, spread = lab.mean(axis=0), lab.std(axis=0)
+    for digit in range(10):
+        rows = lab[targets == digit]
+        assert np.all(np.abs(rows.mean(axis=0) - overall) < 4 * spread / np.sqrt(len(rows))), digit
+    # the palette is drawn without the targets: relabelling the images would not change it
+    digits_color_palette.cache_clear()
+    again_fg, again_bg = digits_color_palette()
+    assert np.array_equal(again_fg, foreground) and np.array_equal(again_bg, background)
+
+
+def test_digits_color_stats() -> None:
+    images, _ = digits_color_arrays("train")
+    pixels = images.astype(np.float64) / 255
+    info = dataset_info("digits_color")
+    assert info.num_classes == 10 and info.image_size == 32
+    assert np.allclose(pixels.mean(axis=(0, 1, 2)), info.mean, atol=1e-3)
+    assert np.allclose(pixels.std(axis=(0, 1, 2)), info.std, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- imagefolder
