@@ -24,7 +24,7 @@ from selfsup.cmc.model import build_cmc_model
 from selfsup.cmc.train_moco_ins import MocoInsTrainer, run_name
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.evaluation import evaluate_checkpoint
-from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
+from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
 
 TRAIN_FLAGS = [
     "--moco", "--model", "resnet18", "--cifar_stem", "--image_size", "16", "--crop", "0.3",
@@ -38,18 +38,12 @@ EVAL = {"dataset": "digits", "resize": 16, "crop": 16, "normalization": "imagene
 
 
 def build_parser(prog: str = "selfsup-demo --method cmc-moco") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="The CMC repository's MoCo trainer on the embedded digits on CPU, then kNN and linear "
+    return comparison_demo_parser(
+        prog,
+        "The CMC repository's MoCo trainer on the embedded digits on CPU, then kNN and linear "
         "evaluation of the pretrained encoder and of the same network at random initialisation, side by side.",
+        epochs=40,
     )
-    parser.add_argument("--output", default="demo_output", help="folder for results.json and run/")
-    parser.add_argument("--epochs", type=int, default=40, help="pre-training epochs on the 1347 digits")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
-    return parser
 
 
 def evaluate(checkpoint: Path, device: str, seed: int) -> dict[str, dict]:

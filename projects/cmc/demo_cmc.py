@@ -36,7 +36,7 @@ from selfsup.cmc.model import build_cmc_model
 from selfsup.cmc.train import CMCTrainer, run_name
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.evaluation import evaluate_checkpoint
-from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
+from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
 
 __all__ = ["DATASET", "TRAIN_FLAGS", "build_parser", "main", "random_init_checkpoint"]
 
@@ -54,27 +54,18 @@ EVAL = {"dataset": DATASET, "resize": 16, "crop": 16}
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="CMC (cmc-train, L | ab views) on the colourised embedded digits on CPU, then kNN and linear "
+    return comparison_demo_parser(
+        prog,
+        "CMC (cmc-train, L | ab views) on the colourised embedded digits on CPU, then kNN and linear "
         "evaluation of the pretrained encoder and of the same network at random initialisation, side by side.",
+        epochs=10,
+        output_help="folder for results.json, run/ and random_init.pth",
+        threads=(
+            1,
+            "torch CPU threads (1: on a 2-core CPU shared with other jobs, 2 threads ran up to 100x slower, "
+            "each waiting on the other for a busy core; 2 on an idle machine)",
+        ),
     )
-    parser.add_argument(
-        "--output", default="demo_output", help="folder for results.json, run/ and random_init.pth"
-    )
-    parser.add_argument("--epochs", type=int, default=10, help="pre-training epochs on the 1347 digits")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (1: on a 2-core CPU shared with other jobs, 2 threads ran up to 100x slower, "
-        "each waiting on the other for a busy core; 2 on an idle machine)",
-    )
-    return parser
 
 
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ from selfsup.intl import cwrgp_cli, cwrgp_train
 from selfsup.intl import train as intl_train
 from selfsup.shared.checkpoints.io import atomic_save, load_training_checkpoint
 from selfsup.shared.evaluation import evaluate_checkpoint
-from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
+from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
 
 __all__ = ["CWRGP_FLAGS", "INTL_FLAGS", "RECIPES", "main", "main_cwrgp", "main_intl", "run_demo"]
 
@@ -107,23 +107,13 @@ RECIPES = {
 
 
 def build_parser(recipe: Recipe, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=f"{recipe.title} pre-training ({recipe.trainer}) on the embedded digits on CPU, then kNN "
+    parser = comparison_demo_parser(
+        prog,
+        f"{recipe.title} pre-training ({recipe.trainer}) on the embedded digits on CPU, then kNN "
         "and linear evaluation of the pretrained trunk and of the same network at random initialisation, side "
         "by side.",
+        epochs=recipe.epochs,
     )
-    parser.add_argument("--output", default="demo_output", help="folder for results.json and run/")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=recipe.epochs,
-        help=f"pre-training epochs on the 1347 digits (default {recipe.epochs})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
     parser.add_argument(
         "--dataset", choices=("digits",), default="digits", help="the embedded digits (offline)"
     )

@@ -21,7 +21,7 @@ from selfsup.moco.cli import parse_args
 from selfsup.moco.train import backbone_config, input_normalization, run_dir, train
 from selfsup.shared.checkpoints.formats import load_backbone
 from selfsup.shared.evaluation import run_knn, run_linear
-from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
+from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
 from selfsup.shared.models.backbones import build_backbone_from_config
 
 #: The demo's pre-training recipe. Digits are 8x8 images upscaled, so 16 px crops lose nothing and train 4x
@@ -44,18 +44,13 @@ EVAL_SIZE = {"resize": 16, "crop": 16}
 
 
 def build_parser(prog: str = "moco-demo") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="MoCo pre-training on the embedded digits on CPU, then kNN and linear evaluation of the "
+    return comparison_demo_parser(
+        prog,
+        "MoCo pre-training on the embedded digits on CPU, then kNN and linear evaluation of the "
         "pretrained encoder and of the same network at its random initialisation, side by side.",
+        epochs=100,
+        output_help="folder for results.json, loss.png and run/",
     )
-    parser.add_argument("--output", default="demo_output", help="folder for results.json, loss.png and run/")
-    parser.add_argument("--epochs", type=int, default=100, help="pre-training epochs on the 1347 digits")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
-    return parser
 
 
 def evaluate(backbone: torch.nn.Module, device: str, seed: int, normalization: str) -> dict[str, dict]:

@@ -31,7 +31,7 @@ import torch
 
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.evaluation import evaluate_checkpoint
-from selfsup.shared.evaluation.comparison import format_comparison, write_comparison
+from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
 from selfsup.swav_unmix.cli import parse_args
 from selfsup.swav_unmix.train import backbone_config, build_model, input_normalization, train
 
@@ -60,27 +60,18 @@ SIZE = 16
 
 
 def build_parser(method: str, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=f"{METHODS[method][1]} (swav-unmix-train) on the embedded digits on CPU, then kNN and linear "
+    return comparison_demo_parser(
+        prog,
+        f"{METHODS[method][1]} (swav-unmix-train) on the embedded digits on CPU, then kNN and linear "
         "evaluation of the pretrained trunk and of the same network at random initialisation, side by side.",
+        epochs=60,
+        output_help="folder for results.json, run/ and random_init.pth",
+        threads=(
+            2,
+            "torch CPU threads (2 for a 2-core CPU; 1 where other processes share the cores: a thread that "
+            "waits for a busy core stalls every operation of this small network)",
+        ),
     )
-    parser.add_argument(
-        "--output", default="demo_output", help="folder for results.json, run/ and random_init.pth"
-    )
-    parser.add_argument("--epochs", type=int, default=60, help="pre-training epochs on the 1347 digits")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=2,
-        help="torch CPU threads (2 for a 2-core CPU; 1 where other processes share the cores: a thread that "
-        "waits for a busy core stalls every operation of this small network)",
-    )
-    return parser
 
 
 def random_init_checkpoint(args: argparse.Namespace, seed: int, path: Path) -> Path:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,9 +14,36 @@ from typing import Any
 
 import torch
 
-__all__ = ["format_comparison", "summarize", "write_comparison"]
+__all__ = ["comparison_demo_parser", "format_comparison", "summarize", "write_comparison"]
 
 PROBES = ("knn", "linear")
+
+
+def comparison_demo_parser(
+    prog: str,
+    description: str,
+    *,
+    epochs: int,
+    output_help: str = "folder for results.json and run/",
+    threads: tuple[int, str] | None = None,
+) -> argparse.ArgumentParser:
+    """The flags every pretrained-against-random-init demo takes: ``--output``, ``--epochs``, ``--seed``,
+    ``--device`` and, with ``threads=(default, help)``, ``--threads``. Demos add their own flags after these."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--output", default="demo_output", help=output_help)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help=f"pre-training epochs on the 1347 digits (default {epochs})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
+    )
+    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
+    if threads is not None:
+        parser.add_argument("--threads", type=int, default=threads[0], help=threads[1])
+    return parser
 
 
 def summarize(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
