@@ -55,10 +55,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +65,21 @@ from typing import Any
 import numpy as np
 import torch
 from machine import device_description, machine_info, store_runs
+from step_timing import (
+    Laps,
+    kind_summary,
+    load_averages,
+    load_runs,
+    markdown_header,
+    markdown_row,
+    median,
+    milliseconds,
+    no_laps,
+    paired_ratio,
+    resolve_device,
+    threads_suffix,
+    timed,
+)
 
 from selfsup.intl.cli import parse_args
 from selfsup.intl.loss import intl_loss, intl_m_loss, trade_off
@@ -174,18 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench_intl_step: --device cuda but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def _threads_suffix(device: torch.device) -> str:
-    return f" {torch.get_num_threads()}thr" if device.type == "cpu" else ""
-
-
 def resolved_width(args: argparse.Namespace) -> int:
     if args.width is not None:
         return args.width
@@ -274,7 +274,7 @@ def step_label(args: argparse.Namespace, precision: str, device: torch.device) -
     parts.append(precision)
     if args.channels_last:
         parts.append("channels-last")
-    return " ".join(parts) + _threads_suffix(device)
+    return " ".join(parts) + threads_suffix(device)
 
 
 def iternorm_label(args: argparse.Namespace, device: torch.device) -> str:
@@ -282,52 +282,11 @@ def iternorm_label(args: argparse.Namespace, device: torch.device) -> str:
     est = "" if args.estimate_arch == "none" else f" est {args.estimate_arch} b{args.estimate_batch}"
     return (
         f"iternorm N{args.iternorm_batch} D{args.iternorm_dim} axis1 D{dims} T{args.iters} fp32{est}"
-        f"{_threads_suffix(device)}"
+        f"{threads_suffix(device)}"
     )
 
 
 # ------------------------------------------------------------------------------------------ measurement
-
-
-class Laps:
-    """Wall-clock laps between named points (accumulated per name); synchronises CUDA when ``sync``."""
-
-    def __init__(self, device: torch.device, sync: bool) -> None:
-        self.sync = sync and device.type == "cuda"
-        self.times: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.times[name] = self.times.get(name, 0.0) + now - self._last
-        self._last = now
-
-
-def _noop(name: str) -> None:
-    del name
-
-
-def timed(device: torch.device, run: Callable[[], Any]) -> dict[str, float]:
-    """Run ``run`` once; wall and process CPU time, kernel time, minor faults and involuntary switches."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_start, start = time.process_time(), time.perf_counter()
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "seconds": elapsed,
-        "cpu_seconds": cpu_elapsed,
-        "kernel_seconds": after.ru_stime - before.ru_stime,
-        "minor_faults": after.ru_minflt - before.ru_minflt,
-        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
-    }
 
 
 class INTLSteps:
@@ -370,7 +329,7 @@ class INTLSteps:
             crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
         return crops
 
-    def bound(self, lap: Callable[[str], None] = _noop) -> None:
+    def bound(self, lap: Callable[[str], None] = no_laps) -> None:
         """Each crop's trunk + projector forward (autocast, the trainer's per-crop calls) and backward; loss =
         sum of the outputs; for ``intl_m`` also the target's no-grad forward on crop 0."""
         model, crops = self.model, self._moved()
@@ -468,7 +427,7 @@ def replica_check(args: argparse.Namespace, device: torch.device) -> dict[str, A
     losses_a, losses_b = [], []
     for _ in range(args.check_steps):
         losses_a.append(float(a.full()["loss"]))
-        losses_b.append(float(b.parts(_noop)["loss"]))
+        losses_b.append(float(b.parts(no_laps)["loss"]))
     state_a, state_b = a.state(), b.state()
     diffs = [
         float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(state_a, state_b)
@@ -499,7 +458,7 @@ def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, A
             laps = Laps(device, sync=kind == "parts")
             out: dict[str, Any] = {}
             if kind == "bound":
-                rec = timed(device, lambda laps=laps: steps.bound(laps if cpu else _noop))
+                rec = timed(device, lambda laps=laps: steps.bound(laps if cpu else no_laps))
             elif kind == "parts":
                 rec = timed(device, lambda laps=laps, out=out: out.update(steps.parts(laps)))
             else:
@@ -681,54 +640,6 @@ def measure_iternorm(args: argparse.Namespace, device: torch.device) -> dict[str
 # --------------------------------------------------------------------------------------------- summary
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (float("nan"), float("nan"))
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
-
-
-_RECORD_FIELDS = (
-    "round",
-    "seconds",
-    "cpu_seconds",
-    "kernel_seconds",
-    "minor_faults",
-    "preemptions",
-    "sgd_seconds",
-)
-
-
-def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    seconds = [r["seconds"] for r in records]
-    lo, hi = _quartiles(seconds)
-    parts = [k for k in records[0] if k not in _RECORD_FIELDS]
-    return {
-        "steps": len(seconds),
-        "step_s_median": _median(seconds),
-        "step_s_min": min(seconds),
-        "step_s_q1": lo,
-        "step_s_q3": hi,
-        "step_cpu_s_median": _median([r["cpu_seconds"] for r in records]),
-        "step_kernel_s_median": _median([r["kernel_seconds"] for r in records]),
-        "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records]),
-        "preemptions_per_step": _median([float(r["preemptions"]) for r in records]),
-        "images_per_s": batch_size / _median(seconds),
-        "step_s_all": seconds,
-        "parts_s_median": {name: _median([r[name] for r in records]) for name in parts},
-    }
-
-
-def _paired(records: dict[str, list[dict[str, Any]]], num: str, den: str) -> float:
-    """Median over rounds of ``num`` step time / ``den`` step time (steps of one round ran back to back)."""
-    by_round = {r["round"]: r["seconds"] for r in records[num]}
-    return _median([by_round[r["round"]] / r["seconds"] for r in records[den] if r["round"] in by_round])
-
-
 def comparison(kinds: dict[str, Any], records: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """full/bound ratios, the A/A ratio and the gap split into the step's parts."""
     b, f, p = kinds["bound"], kinds["full"], kinds["parts"]
@@ -737,11 +648,11 @@ def comparison(kinds: dict[str, Any], records: dict[str, Any], device: torch.dev
     cpu = device.type == "cpu"
     return {
         "ratio_full_over_bound": ratio,
-        "ratio_paired_median": _paired(records, "bound", "full"),
+        "ratio_paired_median": paired_ratio(records, "bound", "full"),
         "ratio_of_min_steps": b["step_s_min"] / f["step_s_min"],
         "ratio_of_cpu_time_medians": b["step_cpu_s_median"] / f["step_cpu_s_median"],
         "aa_ratio_full_over_full": p["step_s_median"] / f["step_s_median"] if cpu else None,
-        "aa_ratio_paired_median": _paired(records, "parts", "full") if cpu else None,
+        "aa_ratio_paired_median": paired_ratio(records, "parts", "full") if cpu else None,
         "target_ratio": TARGET_RATIO,
         "target_met": ratio >= TARGET_RATIO,
         "gap_s": f["step_s_median"] - b["step_s_median"],
@@ -864,8 +775,8 @@ def summarize_iternorm(raw: dict[str, Any], args: argparse.Namespace, device: to
     estimate = None
     if "estimate" in records:
         recs = records["estimate"]
-        bound_s = _median([r["seconds"] for r in recs])
-        sgd_s = _median([r["sgd_seconds"] for r in recs])
+        bound_s = median([r["seconds"] for r in recs])
+        sgd_s = median([r["sgd_seconds"] for r in recs])
         bound_at = bound_s * n / args.estimate_batch
         estimate = {
             "arch": args.estimate_arch,
@@ -929,30 +840,6 @@ def summarize_iternorm(raw: dict[str, Any], args: argparse.Namespace, device: to
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def _load_runs(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return json.loads(path.read_text()).get("runs", [])
-
-
-def _load(before_after: list[list[float]]) -> str:
-    """The 1-minute load averages before and after, e.g. ``1.2 / 1.9``."""
-    before, after = before_after
-    return f"{before[0]:.1f} / {after[0]:.1f}"
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _header(columns: tuple[str, ...] | list[str]) -> str:
-    return _row(list(columns)) + "\n" + "|---" * len(columns) + "|"
-
-
-def _ms(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{1e3 * value:.{digits}f}"
-
-
 RATIO_COLUMNS = (
     "configuration",
     "bound ms",
@@ -982,11 +869,11 @@ def ratio_row(run: dict[str, Any]) -> str:
         checked = f"bitwise equal ({check['steps']} step{'s' if check['steps'] > 1 else ''})"
     else:
         checked = f"differs (max {check['state_max_abs_diff']:.1e})"
-    return _row(
+    return markdown_row(
         [
             run["label"],
-            _ms(b["step_s_median"]),
-            _ms(f["step_s_median"]),
+            milliseconds(b["step_s_median"]),
+            milliseconds(f["step_s_median"]),
             f"{b['images_per_s']:.1f}",
             f"{f['images_per_s']:.1f}",
             f"{c['ratio_full_over_bound']:.3f}",
@@ -997,7 +884,7 @@ def ratio_row(run: dict[str, Any]) -> str:
             "-" if aa is None else f"{aa:.3f}",
             checked,
             f"{f['preemptions_per_step']:.0f}",
-            _load(run["load_average_1_5_15_min_before_after"]),
+            load_averages(run["load_average_1_5_15_min_before_after"]),
         ]
     )
 
@@ -1018,18 +905,18 @@ GAP_COLUMNS = (
 
 def gap_row(run: dict[str, Any]) -> str:
     g = run["intl"]["gap_breakdown_s"]
-    return _row(
+    return markdown_row(
         [
             run["label"],
-            _ms(run["intl"]["gap_s"], 1),
-            _ms(g["prepare"], 2),
-            _ms(g["ema_update"], 1),
-            "-" if g["target_forward_extra"] is None else _ms(g["target_forward_extra"], 1),
-            _ms(g["forward_extra"], 1),
-            _ms(g["whitening"], 1),
-            _ms(g["loss"], 1),
-            _ms(g["backward_extra"], 1),
-            _ms(g["optimizer"], 1),
+            milliseconds(run["intl"]["gap_s"], 1),
+            milliseconds(g["prepare"], 2),
+            milliseconds(g["ema_update"], 1),
+            "-" if g["target_forward_extra"] is None else milliseconds(g["target_forward_extra"], 1),
+            milliseconds(g["forward_extra"], 1),
+            milliseconds(g["whitening"], 1),
+            milliseconds(g["loss"], 1),
+            milliseconds(g["backward_extra"], 1),
+            milliseconds(g["optimizer"], 1),
         ]
     )
 
@@ -1053,34 +940,34 @@ def parts_rows(run: dict[str, Any]) -> list[str]:
     fp = run["intl"]["parts_s_median"]
     bp = run["kinds"]["bound"]["parts_s_median"]
     rows = [
-        _row(
+        markdown_row(
             [
                 run["label"],
                 "full (parts pass)",
-                _ms(fp["prepare"], 2),
-                _ms(fp["ema"], 1),
-                _ms(fp["target_forward"], 0) if run["config"]["method"] == "intl_m" else "-",
-                _ms(fp["forward"]),
-                _ms(fp["whitening"], 1),
-                _ms(fp["loss"], 1),
-                _ms(fp["backward"]),
-                _ms(fp["optimizer"], 1),
+                milliseconds(fp["prepare"], 2),
+                milliseconds(fp["ema"], 1),
+                milliseconds(fp["target_forward"], 0) if run["config"]["method"] == "intl_m" else "-",
+                milliseconds(fp["forward"]),
+                milliseconds(fp["whitening"], 1),
+                milliseconds(fp["loss"], 1),
+                milliseconds(fp["backward"]),
+                milliseconds(fp["optimizer"], 1),
             ]
         )
     ]
     if bp:
         rows.append(
-            _row(
+            markdown_row(
                 [
                     run["label"],
                     "bound",
                     "-",
                     "-",
-                    _ms(bp["target_forward"], 0) if "target_forward" in bp else "-",
-                    _ms(bp["forward"]),
+                    milliseconds(bp["target_forward"], 0) if "target_forward" in bp else "-",
+                    milliseconds(bp["forward"]),
                     "-",
                     "-",
-                    _ms(bp["backward"]),
+                    milliseconds(bp["backward"]),
                     "-",
                 ]
             )
@@ -1105,7 +992,7 @@ def iternorm_rows(run: dict[str, Any]) -> list[str]:
     rows = []
     for c in run["cases"]:
         rows.append(
-            _row(
+            markdown_row(
                 [
                     c["case"],
                     f"{c['rows']:,} x {c['dim']:,}",
@@ -1115,7 +1002,7 @@ def iternorm_rows(run: dict[str, Any]) -> list[str]:
                     f"{c['ms_median']:.1f}",
                     f"{c['ms_q1']:.1f} - {c['ms_q3']:.1f}",
                     str(c["runs"]),
-                    _load(run["load_average_1_5_15_min_before_after"]),
+                    load_averages(run["load_average_1_5_15_min_before_after"]),
                 ]
             )
         )
@@ -1154,7 +1041,7 @@ def share_rows(run: dict[str, Any]) -> list[str]:
             else:
                 how = f"extrapolated: D^3 from D = {fit['dims'][0]}"
         rows.append(
-            _row(
+            markdown_row(
                 [
                     f"{key.replace('axis', 'axis ')}",
                     w["matrix"],
@@ -1207,23 +1094,23 @@ def fit_checks(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def print_tables(output: Path, device: torch.device) -> None:
-    runs = [r for r in _load_runs(output) if r.get("device") == device.type]
+    runs = [r for r in load_runs(output) if r.get("device") == device.type]
     steps = [r for r in runs if r["mode"] == "step"]
     if steps:
-        print(_header(RATIO_COLUMNS))
+        print(markdown_header(RATIO_COLUMNS))
         for run in steps:
             print(ratio_row(run))
-        print("\n" + _header(GAP_COLUMNS))
+        print("\n" + markdown_header(GAP_COLUMNS))
         for run in steps:
             print(gap_row(run))
-        print("\n" + _header(PARTS_COLUMNS))
+        print("\n" + markdown_header(PARTS_COLUMNS))
         for run in steps:
             print("\n".join(parts_rows(run)))
     for run in (r for r in runs if r["mode"] == "iternorm"):
         print(f"\n{run['label']}")
-        print(_header(ITERNORM_COLUMNS))
+        print(markdown_header(ITERNORM_COLUMNS))
         print("\n".join(iternorm_rows(run)))
-        print("\n" + _header(SHARE_COLUMNS))
+        print("\n" + markdown_header(SHARE_COLUMNS))
         print("\n".join(share_rows(run)))
         line = estimate_line(run)
         if line:
@@ -1240,7 +1127,7 @@ def print_tables(output: Path, device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     malloc = tune_malloc()  # as intl-train does at start-up (before the first large allocation)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "bench_intl_step")
     check_precision(args.precision, device)
     torch.set_num_threads(args.threads)
     if args.repeats is None:
@@ -1260,10 +1147,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {run['machine_description']}, torch {info['torch']}, {info['torch_threads']} threads")
     if run["mode"] == "step":
         c = run["intl"]
-        gap = ", ".join(f"{k} {_ms(v, 1)} ms" for k, v in c["gap_breakdown_s"].items() if v is not None)
+        gap = ", ".join(
+            f"{k} {milliseconds(v, 1)} ms" for k, v in c["gap_breakdown_s"].items() if v is not None
+        )
         print(
-            f"{run['label']}: bound {_ms(run['kinds']['bound']['step_s_median'])} ms, full "
-            f"{_ms(run['kinds']['full']['step_s_median'])} ms per step; gap {_ms(c['gap_s'])} ms = {gap}; "
+            f"{run['label']}: bound {milliseconds(run['kinds']['bound']['step_s_median'])} ms, full "
+            f"{milliseconds(run['kinds']['full']['step_s_median'])} ms per step; gap {milliseconds(c['gap_s'])} ms = {gap}; "
             f"paired ratio {c['ratio_paired_median']:.3f}"
         )
         if run["replica_check"] is not None:

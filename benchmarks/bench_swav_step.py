@@ -53,10 +53,7 @@ sinkhorn``; larger models with e.g. ``--arch resnet50 --size_crops 224 96``; see
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -67,6 +64,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from machine import device_description, machine_info, store_runs
+from step_timing import (
+    Laps,
+    kind_summary,
+    load_averages,
+    load_runs,
+    markdown_header,
+    markdown_row,
+    milliseconds,
+    no_laps,
+    paired_ratio,
+    resolve_device,
+    threads_suffix,
+    timed,
+)
 
 from selfsup.shared.models.backbones import ARCHITECTURES
 from selfsup.shared.optim.optimizers import build_optimizer
@@ -156,18 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench_swav_step: --device cuda but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def _threads_suffix(device: torch.device) -> str:
-    return f" {torch.get_num_threads()}thr" if device.type == "cpu" else ""
-
-
 def resolved_width(args: argparse.Namespace) -> int:
     if args.width is not None:
         return args.width
@@ -250,59 +249,18 @@ def step_label(args: argparse.Namespace, precision: str, device: torch.device) -
     parts.append(precision)
     if args.channels_last:
         parts.append("channels-last")
-    return " ".join(parts) + _threads_suffix(device)
+    return " ".join(parts) + threads_suffix(device)
 
 
 def sinkhorn_label(args: argparse.Namespace, device: torch.device) -> str:
     rows = ",".join(map(str, args.sinkhorn_rows))
     return (
         f"sinkhorn K{args.nmb_prototypes} rows {rows} it{args.sinkhorn_iterations} eps{args.epsilon} fp32"
-        f"{_threads_suffix(device)}"
+        f"{threads_suffix(device)}"
     )
 
 
 # ------------------------------------------------------------------------------------------ measurement
-
-
-class Laps:
-    """Wall-clock laps between named points (accumulated per name); synchronises CUDA when ``sync``."""
-
-    def __init__(self, device: torch.device, sync: bool) -> None:
-        self.sync = sync and device.type == "cuda"
-        self.times: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.times[name] = self.times.get(name, 0.0) + now - self._last
-        self._last = now
-
-
-def _noop(name: str) -> None:
-    del name
-
-
-def timed(device: torch.device, run: Callable[[], Any]) -> dict[str, float]:
-    """Run ``run`` once; wall and process CPU time, kernel time, minor faults and involuntary switches."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_start, start = time.process_time(), time.perf_counter()
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "seconds": elapsed,
-        "cpu_seconds": cpu_elapsed,
-        "kernel_seconds": after.ru_stime - before.ru_stime,
-        "minor_faults": after.ru_minflt - before.ru_minflt,
-        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
-    }
 
 
 class SwAVSteps:
@@ -355,7 +313,7 @@ class SwAVSteps:
             return [c.contiguous(memory_format=torch.channels_last) for c in crops]
         return crops
 
-    def bound(self, unmix: bool, lap: Callable[[str], None] = _noop) -> None:
+    def bound(self, unmix: bool, lap: Callable[[str], None] = no_laps) -> None:
         """The trunk's forward (autocast, one call per resolution group) and backward on all forward crops;
         loss = sum of the pooled features; no head, no Sinkhorn, no optimiser."""
         model = self.model
@@ -484,7 +442,7 @@ def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, A
             unmix = kind.startswith("unmix_")
             out: dict[str, Any] = {}
             if kind.endswith("bound"):
-                rec = timed(device, lambda u=unmix, laps=laps: steps.bound(u, laps if cpu else _noop))
+                rec = timed(device, lambda u=unmix, laps=laps: steps.bound(u, laps if cpu else no_laps))
             elif kind.endswith("parts"):
                 rec = timed(device, lambda u=unmix, laps=laps, out=out: out.update(loss=steps.parts(u, laps)))
             else:
@@ -540,46 +498,6 @@ def measure_sinkhorn(args: argparse.Namespace, device: torch.device) -> dict[str
 # --------------------------------------------------------------------------------------------- summary
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (float("nan"), float("nan"))
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
-
-
-_RECORD_FIELDS = ("round", "seconds", "cpu_seconds", "kernel_seconds", "minor_faults", "preemptions")
-
-
-def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    seconds = [r["seconds"] for r in records]
-    lo, hi = _quartiles(seconds)
-    parts = [k for k in records[0] if k not in _RECORD_FIELDS]
-    return {
-        "steps": len(seconds),
-        "step_s_median": _median(seconds),
-        "step_s_min": min(seconds),
-        "step_s_q1": lo,
-        "step_s_q3": hi,
-        "step_cpu_s_median": _median([r["cpu_seconds"] for r in records]),
-        "step_kernel_s_median": _median([r["kernel_seconds"] for r in records]),
-        "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records]),
-        "preemptions_per_step": _median([float(r["preemptions"]) for r in records]),
-        "images_per_s": batch_size / _median(seconds),
-        "step_s_all": seconds,
-        "parts_s_median": {name: _median([r[name] for r in records]) for name in parts},
-    }
-
-
-def _paired(records: dict[str, list[dict[str, Any]]], num: str, den: str) -> float:
-    """Median over rounds of ``num`` step time / ``den`` step time (steps of one round ran back to back)."""
-    by_round = {r["round"]: r["seconds"] for r in records[num]}
-    return _median([by_round[r["round"]] / r["seconds"] for r in records[den] if r["round"] in by_round])
-
-
 def comparison(
     kinds: dict[str, Any],
     records: dict[str, Any],
@@ -595,7 +513,7 @@ def comparison(
         "bound": bound,
         "full": full,
         "ratio_full_over_bound": ratio,
-        "ratio_paired_median": _paired(records, bound, full),
+        "ratio_paired_median": paired_ratio(records, bound, full),
         "ratio_of_min_steps": b["step_s_min"] / f["step_s_min"],
         "ratio_of_cpu_time_medians": b["step_cpu_s_median"] / f["step_cpu_s_median"],
         "target_ratio": TARGET_RATIO,
@@ -661,7 +579,7 @@ def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch
             "grouped_step_s_median": grouped,
             "per_crop_step_s_median": per_crop,
             "per_crop_over_grouped_time": per_crop / grouped,
-            "paired_per_crop_over_grouped_time_median": _paired(records, "full_per_crop", "full"),
+            "paired_per_crop_over_grouped_time_median": paired_ratio(records, "full_per_crop", "full"),
             "faster": "grouped" if grouped <= per_crop else "per_crop",
         }
     if "unmix_bound" in kinds and "unmix_full" in kinds:
@@ -671,7 +589,7 @@ def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch
         run["unmix_extra"] = {
             "step_s": extra,
             "fraction_of_swav_step": extra / kinds["full"]["step_s_median"],
-            "paired_unmix_over_swav_time_median": _paired(records, "unmix_full", "full"),
+            "paired_unmix_over_swav_time_median": paired_ratio(records, "unmix_full", "full"),
         }
         if "unmix_bound" in kinds and "bound" in kinds:
             bound_extra = kinds["unmix_bound"]["step_s_median"] - kinds["bound"]["step_s_median"]
@@ -726,29 +644,6 @@ def summarize_sinkhorn(raw: dict[str, Any], args: argparse.Namespace, device: to
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def _load_runs(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return json.loads(path.read_text()).get("runs", [])
-
-
-def _load(before_after: list[list[float]]) -> str:
-    before, after = before_after
-    return f"{before[0]:.1f} / {after[0]:.1f}"
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _header(columns: tuple[str, ...] | list[str]) -> str:
-    return _row(list(columns)) + "\n" + "|---" * len(columns) + "|"
-
-
-def _ms(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{1e3 * value:.{digits}f}"
-
-
 RATIO_COLUMNS = (
     "configuration",
     "step",
@@ -777,12 +672,12 @@ def ratio_rows(run: dict[str, Any]) -> list[str]:
         b, f = run["kinds"][c["bound"]], run["kinds"][c["full"]]
         aa = c.get("aa_ratio_full_over_full")
         rows.append(
-            _row(
+            markdown_row(
                 [
                     run["label"],
                     name,
-                    _ms(b["step_s_median"]),
-                    _ms(f["step_s_median"]),
+                    milliseconds(b["step_s_median"]),
+                    milliseconds(f["step_s_median"]),
                     f"{b['images_per_s']:.1f}",
                     f"{f['images_per_s']:.1f}",
                     f"{c['ratio_full_over_bound']:.3f}",
@@ -792,7 +687,7 @@ def ratio_rows(run: dict[str, Any]) -> list[str]:
                     f"{c['ratio_paired_median']:.3f}",
                     "-" if aa is None else f"{aa:.3f}",
                     f"{f['preemptions_per_step']:.0f}",
-                    _load(run["load_average_1_5_15_min_before_after"]),
+                    load_averages(run["load_average_1_5_15_min_before_after"]),
                 ]
             )
         )
@@ -822,20 +717,20 @@ def gap_rows(run: dict[str, Any]) -> list[str]:
             continue
         g = run[key]["gap_breakdown_s"]
         rows.append(
-            _row(
+            markdown_row(
                 [
                     run["label"],
                     name,
-                    _ms(run[key]["gap_s"], 1),
-                    _ms(g["prepare"], 1),
-                    _ms(g["mix"], 1),
-                    _ms(g["trunk_forward_extra"], 1),
-                    _ms(g["head_forward"], 1),
-                    _ms(g["codes"], 1),
-                    _ms(g["loss"], 1),
-                    _ms(g["backward_extra"], 1),
-                    _ms(g["freeze"], 2),
-                    _ms(g["optimizer"], 1),
+                    milliseconds(run[key]["gap_s"], 1),
+                    milliseconds(g["prepare"], 1),
+                    milliseconds(g["mix"], 1),
+                    milliseconds(g["trunk_forward_extra"], 1),
+                    milliseconds(g["head_forward"], 1),
+                    milliseconds(g["codes"], 1),
+                    milliseconds(g["loss"], 1),
+                    milliseconds(g["backward_extra"], 1),
+                    milliseconds(g["freeze"], 2),
+                    milliseconds(g["optimizer"], 1),
                 ]
             )
         )
@@ -847,17 +742,17 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
     if "forward_mode" in run:
         fm = run["forward_mode"]
         lines.append(
-            f"{run['label']}: forward_mode grouped {_ms(fm['grouped_step_s_median'])} ms, per_crop "
-            f"{_ms(fm['per_crop_step_s_median'])} ms per step (per_crop/grouped time "
+            f"{run['label']}: forward_mode grouped {milliseconds(fm['grouped_step_s_median'])} ms, per_crop "
+            f"{milliseconds(fm['per_crop_step_s_median'])} ms per step (per_crop/grouped time "
             f"{fm['per_crop_over_grouped_time']:.3f}, "
             f"paired {fm['paired_per_crop_over_grouped_time_median']:.3f}): "
             f"{fm['faster']} is faster"
         )
     if "unmix_extra" in run:
         ue = run["unmix_extra"]
-        bound = f", of which the bound {_ms(ue['bound_step_s'])} ms" if "bound_step_s" in ue else ""
+        bound = f", of which the bound {milliseconds(ue['bound_step_s'])} ms" if "bound_step_s" in ue else ""
         lines.append(
-            f"{run['label']}: Un-Mix costs {_ms(ue['step_s'])} ms more per step than SwAV "
+            f"{run['label']}: Un-Mix costs {milliseconds(ue['step_s'])} ms more per step than SwAV "
             f"({100 * ue['fraction_of_swav_step']:.0f}%; paired time ratio "
             f"{ue['paired_unmix_over_swav_time_median']:.3f}){bound}"
         )
@@ -877,7 +772,7 @@ SINKHORN_COLUMNS = (
 
 def sinkhorn_rows(run: dict[str, Any]) -> list[str]:
     return [
-        _row(
+        markdown_row(
             [
                 f"{c['prototypes']:,} x {c['rows']:,}",
                 f"{c['ms_median']:.2f}",
@@ -885,7 +780,7 @@ def sinkhorn_rows(run: dict[str, Any]) -> list[str]:
                 f"{c['ms_min']:.2f}",
                 f"{c['ns_per_element']:.2f}",
                 str(c["runs"]),
-                _load(run["load_average_1_5_15_min_before_after"]),
+                load_averages(run["load_average_1_5_15_min_before_after"]),
             ]
         )
         for c in run["cases"]
@@ -893,13 +788,13 @@ def sinkhorn_rows(run: dict[str, Any]) -> list[str]:
 
 
 def print_tables(output: Path, device: torch.device) -> None:
-    runs = [r for r in _load_runs(output) if r.get("device") == device.type]
+    runs = [r for r in load_runs(output) if r.get("device") == device.type]
     steps = [r for r in runs if r["mode"] == "step"]
     if steps:
-        print(_header(RATIO_COLUMNS))
+        print(markdown_header(RATIO_COLUMNS))
         for run in steps:
             print("\n".join(ratio_rows(run)))
-        print("\n" + _header(GAP_COLUMNS))
+        print("\n" + markdown_header(GAP_COLUMNS))
         for run in steps:
             print("\n".join(gap_rows(run)))
         print()
@@ -907,7 +802,7 @@ def print_tables(output: Path, device: torch.device) -> None:
             print("\n".join(summary_lines(run)))
     for run in (r for r in runs if r["mode"] == "sinkhorn"):
         print(f"\n{run['label']}")
-        print(_header(SINKHORN_COLUMNS))
+        print(markdown_header(SINKHORN_COLUMNS))
         print("\n".join(sinkhorn_rows(run)))
 
 
@@ -917,7 +812,7 @@ def print_tables(output: Path, device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     malloc = tune_malloc()  # as swav-unmix-train does at start-up (before the first large allocation)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "bench_swav_step")
     check_precision(args.precision, device)
     torch.set_num_threads(args.threads)
     if args.repeats is None:
@@ -941,11 +836,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("swav", "unmix"):
             if key in run and "gap_breakdown_s" in run[key]:
                 c = run[key]
-                gap = ", ".join(f"{k} {_ms(v, 1)} ms" for k, v in c["gap_breakdown_s"].items())
+                gap = ", ".join(f"{k} {milliseconds(v, 1)} ms" for k, v in c["gap_breakdown_s"].items())
                 print(
-                    f"{key}: bound {_ms(run['kinds'][c['bound']]['step_s_median'])} ms, full "
-                    f"{_ms(run['kinds'][c['full']]['step_s_median'])} ms per step; "
-                    f"gap {_ms(c['gap_s'])} ms = "
+                    f"{key}: bound {milliseconds(run['kinds'][c['bound']]['step_s_median'])} ms, full "
+                    f"{milliseconds(run['kinds'][c['full']]['step_s_median'])} ms per step; "
+                    f"gap {milliseconds(c['gap_s'])} ms = "
                     f"{gap}; paired ratio {c['ratio_paired_median']:.3f}"
                 )
         if not run["losses_finite"]:
