@@ -6,20 +6,20 @@ Two modes, both on random inputs already in memory, one torch thread by default 
 ``--mode step`` (default): the CMC training step against its bound, step kinds interleaved in rotating order
 inside every round so that load from other processes hits them alike; medians over rounds:
 
-* ``bound`` - the work no CMC step can avoid: both streams' forward (under the trainer's autocast) and
-  backward on the same batch, loss ``feat_l.sum() + feat_ab.sum()``, gradients zeroed (``set_to_none``); no
-  contrast, no memory bank, no optimiser.
-* ``full`` - the step ``cmc-train`` runs (``step_fn`` of :meth:`selfsup.cmc.engine.ContrastTrainer.train`,
-  with :meth:`selfsup.cmc.train.CMCTrainer.step_scalars`): autocast forward of both streams,
-  :class:`~selfsup.cmc.contrast.CMCContrast` (alias sampling of K negatives, scores against the other view's
-  memory, update of both memories), the two NCE losses, ``zero_grad``, ``scaler.scale(loss).backward()``,
-  ``scaler.step``/``update`` of the trainer's SGD (``build_optimizer("sgd")``: fused, momentum 0.9, weight
-  decay 1e-4). The model, contrast, optimiser and scaler come from a :class:`CMCTrainer` built from
-  ``parse_cmc_args`` (``CMCTrainer.build``), so the step is what users run. Target: full/bound >= 0.97 in
-  images/s from the median step times.
-* ``parts`` - the full step with a timer between its parts (synchronised on CUDA): forward, contrast, loss,
-  backward, optimiser. On CPU the bound's own (free) timers give its forward and backward, so the gap to the
-  bound splits into parts; ``parts``/``full`` is an A/A ratio (the same work) that shows the noise floor.
+* ``bound`` - the work no CMC step can avoid: both streams' forward (the trainer's ``runner`` under its
+  autocast) and backward on the same batch, loss ``feat_l.sum() + feat_ab.sum()``, gradients zeroed
+  (``set_to_none``); no contrast, no memory bank, no optimiser.
+* ``full`` - the step ``cmc-train`` runs, itself: ``TrainingRun.step`` of a run started with
+  ``TrainingRun.start(CMCTrainer(args), args)`` from ``cmc-train``'s own parsed flags (the model, the
+  :class:`~selfsup.cmc.contrast.CMCContrast`, the fused SGD with momentum 0.9 and weight decay 1e-4 and the
+  grad scaler all come from the trainer). The run's data is a stand-in ``.npz`` of ``--num_data`` 1-pixel
+  images, so the memory banks have ``--num_data`` rows; its loader is never used. Target: full/bound >= 0.97
+  in images/s from the median step times.
+* ``parts`` - the same ``TrainingRun.step`` with a timer after each of its parts (synchronised on CUDA):
+  forward (the runner), contrast (the ``CMCContrast`` call), loss (``cmc_objective``), backward, optimiser
+  (:func:`part_timers` wraps the method's runner, contrast and SGD for that call). On CPU the bound's own
+  (free) timers give its forward and backward, so the gap to the bound splits into parts; ``parts``/``full``
+  is an A/A ratio (the same work) that shows the noise floor.
 
 ``--mode bank``: the memory bank alone, per step, on a :class:`CMCContrast` of ``--bank_entries`` rows of
 ``--feat_dim`` (default 1 281 167 x 128, ImageNet's training set: two banks of 1.3 GB fp32), for every
@@ -53,27 +53,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from machine import device_description, machine_info, store_runs
+from step_timing import (
+    Laps,
+    kind_summary,
+    load_averages,
+    load_runs,
+    markdown_header,
+    markdown_row,
+    median,
+    milliseconds,
+    no_laps,
+    paired_ratio,
+    resolve_device,
+    threads_suffix,
+    timed,
+)
 
 from selfsup.cmc.cli import parse_cmc_args
 from selfsup.cmc.contrast import CMCContrast, _nce_probs, _scores
-from selfsup.cmc.engine import amp_precision
-from selfsup.cmc.loss import nce_loss, softmax_loss
+from selfsup.cmc.loss import nce_loss
 from selfsup.cmc.model import CMC_MODELS, build_cmc_model
 from selfsup.cmc.train import CMCTrainer
-from selfsup.shared.models.split_batchnorm import convert_split_batchnorm
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.runtime.cpu import tune_malloc
 from selfsup.shared.runtime.precision import (
@@ -82,7 +95,9 @@ from selfsup.shared.runtime.precision import (
     check_precision,
     fp32_region,
     make_grad_scaler,
+    resolve_precision,
 )
+from selfsup.shared.runtime.trainer import TrainingRun
 
 BENCHMARK = "cmc_step"
 STEP_KINDS = ("bound", "full", "parts")
@@ -160,18 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench_cmc_step: --device cuda but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def _threads_suffix(device: torch.device) -> str:
-    return f" {torch.get_num_threads()}thr" if device.type == "cpu" else ""
-
-
 def step_label(args: argparse.Namespace, precision: str, device: torch.device) -> str:
     """E.g. ``resnet18v1 cifar-stem 32px b128 K4096 N50000 fp32 1thr``."""
     stem = " cifar-stem" if args.cifar_stem else ""
@@ -179,176 +182,144 @@ def step_label(args: argparse.Namespace, precision: str, device: torch.device) -
     loss += f" bn-splits{args.bn_splits}" if args.bn_splits > 1 else ""
     return (
         f"{args.model}{stem} {args.image_size}px b{args.batch_size} K{args.nce_k} N{args.num_data}{loss} "
-        f"{precision}{_threads_suffix(device)}"
+        f"{precision}{threads_suffix(device)}"
     )
 
 
 def bank_label(args: argparse.Namespace, device: torch.device) -> str:
     ks = ",".join(map(str, args.bank_k))
     bs = ",".join(map(str, args.bank_batch))
-    return f"bank N{args.bank_entries} D{args.feat_dim} K{ks} B{bs}{_threads_suffix(device)}"
+    return f"bank N{args.bank_entries} D{args.feat_dim} K{ks} B{bs}{threads_suffix(device)}"
 
 
-# ------------------------------------------------------------------------------------------ measurement
+# ------------------------------------------------------------------------------------------ the step
 
 
-class Laps:
-    """Wall-clock laps between named points; synchronises CUDA at each point when ``sync``."""
-
-    def __init__(self, device: torch.device, sync: bool) -> None:
-        self.sync = sync and device.type == "cuda"
-        self.times: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.times[name] = self.times.get(name, 0.0) + now - self._last
-        self._last = now
-
-
-def _noop(name: str) -> None:
-    del name
-
-
-def timed(device: torch.device, run: Callable[[], None]) -> dict[str, float]:
-    """Run ``run`` once; wall and process CPU time, kernel time, minor faults and involuntary switches."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_start, start = time.process_time(), time.perf_counter()
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "seconds": elapsed,
-        "cpu_seconds": cpu_elapsed,
-        "kernel_seconds": after.ru_stime - before.ru_stime,
-        "minor_faults": after.ru_minflt - before.ru_minflt,
-        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
-    }
-
-
-def trainer_args(args: argparse.Namespace) -> argparse.Namespace:
-    """``cmc-train``'s own parsed flags for this configuration (its defaults for everything else)."""
+def trainer_flags(args: argparse.Namespace, device: torch.device, data: Path, out: Path) -> list[str]:
+    """``cmc-train``'s command line for this configuration (its defaults for everything else), on the stand-in
+    data; malloc was tuned by this script already."""
     argv = [
-        "--model",
-        args.model,
-        "--image_size",
-        str(args.image_size),
-        "--batch_size",
-        str(args.batch_size),
-        "--nce_k",
-        str(args.nce_k),
-        "--feat_dim",
-        str(args.feat_dim),
-        "--precision",
-        args.precision,
-    ]
-    if args.cifar_stem:
-        argv.append("--cifar_stem")
-    if args.softmax:
-        argv.append("--softmax")
-    if args.bn_splits > 1:
-        argv += ["--bn_splits", str(args.bn_splits)]
-    return parse_cmc_args(argv)
+        "--model", args.model, "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
+        "--nce_k", str(args.nce_k), "--feat_dim", str(args.feat_dim), "--precision", args.precision,
+        "--bn_splits", str(args.bn_splits), "--seed", str(args.seed), "--device", str(device),
+        "--dataset", "npz", "--data_folder", str(data), "--model_path", str(out), "--tb_path", str(out),
+        "--num_workers", "0", "--no_progress", "--no_tensorboard", "--no_malloc_tuning",
+    ]  # fmt: skip
+    return [*argv, *(["--cifar_stem"] if args.cifar_stem else []), *(["--softmax"] if args.softmax else [])]
+
+
+def stand_in_data(path: Path, num_data: int) -> Path:
+    """An ``.npz`` of ``num_data`` black 1-pixel images: the run's memory banks get ``num_data`` rows."""
+    labels = np.zeros(num_data, dtype=np.int64)
+    np.savez(path, train_images=np.zeros((num_data, 1, 1), np.uint8), train_labels=labels,
+             test_images=np.zeros((1, 1, 1), np.uint8), test_labels=labels[:1])  # fmt: skip
+    return path
+
+
+class _After:
+    """``fn``, then a lap called ``name``."""
+
+    def __init__(self, fn: Callable[..., Any], lap: Callable[[str], None], name: str) -> None:
+        self.fn, self.lap, self.name = fn, lap, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn(*args, **kwargs)
+        self.lap(self.name)
+        return out
+
+
+class _LappedSGD:
+    """The method's :class:`~selfsup.cmc.common.ScaledSGD` with laps: ``loss`` when the loss is handed to the
+    backward (the objective ran since the contrast's lap), ``backward``, ``optimizer``."""
+
+    def __init__(self, sgd: Any, lap: Callable[[str], None]) -> None:
+        self.sgd, self.lap, self.optimizer = sgd, lap, sgd.optimizer
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.lap("loss")
+        self.sgd.backward(loss)
+        self.lap("backward")
+
+    def step(self) -> None:
+        self.sgd.step()
+        self.lap("optimizer")
+
+
+@contextmanager
+def part_timers(method: CMCTrainer, lap: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, ``method.step`` laps after its forward, contrast, loss, backward and optimiser step."""
+    saved = method.runner, method.contrast, method.sgd
+    method.runner = _After(saved[0], lap, "forward")  # type: ignore[assignment]
+    method.contrast = _After(saved[1], lap, "contrast")  # type: ignore[assignment]
+    method.sgd = _LappedSGD(saved[2], lap)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        method.runner, method.contrast, method.sgd = saved
 
 
 class CMCSteps:
-    """A :class:`CMCTrainer`'s model, contrast, optimiser and scaler (as ``train()`` builds them), one batch."""
+    """A started ``cmc-train`` run (:class:`TrainingRun`) and one random batch in the loader's form."""
 
-    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        targs = trainer_args(args)
-        torch.manual_seed(args.seed)
-        trainer = CMCTrainer(targs, ["cmc-train"])
-        trainer.device = device
-        trainer.precision = amp_precision(targs, device)
-        trainer.build(args.num_data)
-        for name in ("model", "model_ema"):  # as ContrastTrainer.train: --bn_splits (1: plain BN)
-            if name in trainer.state_modules():
-                convert_split_batchnorm(trainer.state_modules()[name], targs.bn_splits)
-        for module in trainer.state_modules().values():
-            module.to(device)
-        self.optimizer = build_optimizer(
-            "sgd",
-            trainer.model.parameters(),
-            lr=targs.learning_rate,
-            momentum=targs.momentum,
-            weight_decay=targs.weight_decay,
-        )
-        self.scaler = make_grad_scaler(trainer.precision, device)
-        trainer.model.train()
-        group = self.optimizer.param_groups[0]
+    def __init__(self, args: argparse.Namespace, device: torch.device, workdir: Path) -> None:
+        data = stand_in_data(workdir / "stand_in.npz", args.num_data)
+        flags = trainer_flags(args, device, data, workdir / "run")
+        targs = parse_cmc_args(flags)
+        self.method = CMCTrainer(targs)
+        self.run = TrainingRun.start(self.method, targs, ["cmc-train", *flags])
+        self.method.on_epoch_start(0)  # the epoch's learning rate and train mode, as the loop sets them
+        optimizer = self.run.parts.optimizer
+        group = optimizer.param_groups[0]
         self.optimizer_path = (
             "fused" if group.get("fused") else ("foreach" if group.get("foreach") else "for-loop")
         )
-        self.trainer, self.device, self.precision = trainer, device, trainer.precision
-        shape = (args.batch_size, 3, args.image_size, args.image_size)
-        self.x = torch.randn(shape, device=device)
+        self.device, self.precision = device, self.run.ctx.precision
+        self.x = torch.randn((args.batch_size, 3, args.image_size, args.image_size), device=device)
+        self.target = torch.zeros(args.batch_size, dtype=torch.long)
         self.batch_size, self.num_data = args.batch_size, args.num_data
-        self.parameters = sum(p.numel() for p in trainer.model.parameters())
+        self.parameters = sum(p.numel() for p in self.method.model.parameters())
 
-    def new_index(self) -> torch.Tensor:
-        """The instance ids of one batch: distinct, as the trainer's sampler gives them (CPU tensor)."""
-        return torch.randperm(self.num_data)[: self.batch_size]
+    def new_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, target, index)`` with distinct instance ids, as the trainer's sampler gives them (CPU)."""
+        return self.x, self.target, torch.randperm(self.num_data)[: self.batch_size]
 
-    def bound(self, lap: Callable[[str], None] = _noop) -> None:
-        """Both streams' forward (autocast) and backward; loss = sum of both outputs; no contrast, no SGD."""
-        model = self.trainer.model
-        with self.trainer.autocast():
-            feat_l, feat_ab = model(self.x)
+    def bound(self, lap: Callable[[str], None] = no_laps) -> None:
+        """Both streams' forward (the trainer's runner and autocast) and backward; loss = sum of both outputs."""
+        with autocast(self.precision, self.device):
+            feat_l, feat_ab = self.method.runner(self.x)
         lap("forward")
         loss = feat_l.float().sum() + feat_ab.float().sum()
-        model.zero_grad(set_to_none=True)
+        self.method.model.zero_grad(set_to_none=True)
         loss.backward()
         lap("backward")
 
-    def full(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``step_fn`` of ``ContrastTrainer.train`` (selfsup/cmc/engine.py), statement for statement."""
-        trainer, optimizer, scaler = self.trainer, self.optimizer, self.scaler
-        x = self.x.to(self.device, non_blocking=True).float()
-        index = index.to(self.device, non_blocking=True)
-        scalars = trainer.step_scalars(trainer.model, x, index)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(scalars["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        trainer.after_optimizer_step()
-        return {name: value.detach() for name, value in scalars.items()}
+    def full(self, batch: Any) -> None:
+        self.run.step(batch)
 
-    def parts(self, index: torch.Tensor, lap: Callable[[str], None]) -> None:
-        """:meth:`full` with ``CMCTrainer.step_scalars`` unrolled and a lap after each part."""
-        trainer, optimizer, scaler = self.trainer, self.optimizer, self.scaler
-        x = self.x.to(self.device, non_blocking=True).float()
-        index = index.to(self.device, non_blocking=True)
-        with trainer.autocast():
-            feat_l, feat_ab = trainer.model(x)
-        lap("forward")
-        out_l, out_ab = trainer.contrast(feat_l, feat_ab, index)
-        lap("contrast")
-        if trainer.args.softmax:
-            l_loss, ab_loss = softmax_loss(out_l), softmax_loss(out_ab)
-        else:
-            l_loss, ab_loss = nce_loss(out_l, trainer.num_data), nce_loss(out_ab, trainer.num_data)
-        loss = l_loss + ab_loss
-        probs = out_l[:, 0].mean(), out_ab[:, 0].mean()  # the logged "probabilities", as step_scalars
-        lap("loss")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        lap("backward")
-        scaler.step(optimizer)
-        scaler.update()
-        trainer.after_optimizer_step()
-        lap("optimizer")
-        del probs
+    def parts(self, batch: Any, lap: Callable[[str], None]) -> None:
+        with part_timers(self.method, lap):
+            self.run.step(batch)
+
+    def close(self) -> None:
+        self.run.close()
 
 
 def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    steps = CMCSteps(args, device)
+    with tempfile.TemporaryDirectory(prefix="bench_cmc_step_") as tmp:
+        steps = CMCSteps(args, device, Path(tmp))
+        try:
+            records = _step_rounds(steps, args, device)
+        finally:
+            steps.close()
+    return {
+        **records,
+        "precision": steps.precision,
+        "optimizer_path": steps.optimizer_path,
+        "parameters": steps.parameters,
+    }
+
+
+def _step_rounds(steps: CMCSteps, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     cpu = device.type == "cpu"
     records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in STEP_KINDS}
     load_before = os.getloadavg()
@@ -356,23 +327,17 @@ def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, A
         shift = round_index % len(STEP_KINDS)
         for kind in STEP_KINDS[shift:] + STEP_KINDS[:shift]:
             laps = Laps(device, sync=kind == "parts")
-            index = steps.new_index()
+            batch = steps.new_batch()
             if kind == "bound":
-                rec = timed(device, lambda laps=laps: steps.bound(laps if cpu else _noop))
+                rec = timed(device, lambda laps=laps: steps.bound(laps if cpu else no_laps))
             elif kind == "full":
-                rec = timed(device, lambda index=index: steps.full(index))
+                rec = timed(device, lambda batch=batch: steps.full(batch))
             else:
-                rec = timed(device, lambda index=index, laps=laps: steps.parts(index, laps))
+                rec = timed(device, lambda batch=batch, laps=laps: steps.parts(batch, laps))
             if round_index >= args.warmup:
                 records[kind].append({"round": round_index - args.warmup, **rec, **laps.times})
         print(f"[bench_cmc_step] round {round_index + 1}/{args.warmup + args.repeats}", file=sys.stderr)
-    return {
-        "records": records,
-        "precision": steps.precision,
-        "optimizer_path": steps.optimizer_path,
-        "parameters": steps.parameters,
-        "load_average": [load_before, os.getloadavg()],
-    }
+    return {"records": records, "load_average": [load_before, os.getloadavg()]}
 
 
 # ---------------------------------------------------------------------------------------------- bank
@@ -595,44 +560,10 @@ def measure_bank(args: argparse.Namespace, device: torch.device, precision: str)
 # --------------------------------------------------------------------------------------------- summary
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-_RECORD_FIELDS = (
-    "round",
-    "seconds",
-    "cpu_seconds",
-    "kernel_seconds",
-    "minor_faults",
-    "preemptions",
-    "max_abs_diff",
-)
-
-
-def kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    seconds = [r["seconds"] for r in records]
-    parts = [k for k in records[0] if k not in _RECORD_FIELDS]
-    return {
-        "steps": len(seconds),
-        "step_s_median": _median(seconds),
-        "step_s_min": min(seconds),
-        "step_cpu_s_median": _median([r["cpu_seconds"] for r in records]),
-        "step_kernel_s_median": _median([r["kernel_seconds"] for r in records]),
-        "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records]),
-        "preemptions_per_step": _median([float(r["preemptions"]) for r in records]),
-        "images_per_s": batch_size / _median(seconds),
-        "step_s_all": seconds,
-        "parts_s_median": {name: _median([r[name] for r in records]) for name in parts},
-    }
-
-
 def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     records = raw["records"]
     kinds = {kind: kind_summary(records[kind], args.batch_size) for kind in STEP_KINDS}
     bound, full, parts = kinds["bound"], kinds["full"], kinds["parts"]
-    by_round = {r["round"]: r["seconds"] for r in records["bound"]}
-    paired = [by_round[r["round"]] / r["seconds"] for r in records["full"] if r["round"] in by_round]
     ratio = full["images_per_s"] / bound["images_per_s"]
     fp, bp = parts["parts_s_median"], bound["parts_s_median"]
     gap = {
@@ -656,7 +587,7 @@ def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch
         "full": full,
         "full_with_part_timers": parts,
         "ratio_full_over_bound": ratio,
-        "ratio_paired_median": _median(paired),
+        "ratio_paired_median": paired_ratio(records, "bound", "full"),
         "ratio_of_min_steps": bound["step_s_min"] / full["step_s_min"],
         "ratio_of_cpu_time_medians": bound["step_cpu_s_median"] / full["step_cpu_s_median"],
         "aa_ratio_full_over_full": parts["step_s_median"] / full["step_s_median"]
@@ -670,6 +601,11 @@ def summarize_steps(raw: dict[str, Any], args: argparse.Namespace, device: torch
     }
 
 
+def _timings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records without the variants' ``max_abs_diff`` (not a timed part)."""
+    return [{k: v for k, v in r.items() if k != "max_abs_diff"} for r in records]
+
+
 def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     records = raw["records"]
     configs = []
@@ -677,7 +613,7 @@ def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.
         pieces = kind_summary(records[f"K{k} B{batch} pieces"], batch)
         whole = kind_summary(records[f"K{k} B{batch} whole"], batch)
         variant_recs = records[f"K{k} B{batch} variants"]
-        variants = kind_summary(variant_recs, batch)
+        variants = kind_summary(_timings(variant_recs), batch)
         configs.append(
             {
                 "K": k,
@@ -699,8 +635,8 @@ def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.
     estimate = None
     if "estimate" in records:
         recs = records["estimate"]
-        bound_s = _median([r["seconds"] for r in recs])
-        sgd_s = _median([r["sgd_seconds"] for r in recs])
+        bound_s = median([r["seconds"] for r in recs])
+        sgd_s = median([r["sgd_seconds"] for r in recs])
         estimate = {
             "model": args.estimate_model,
             "image_size": args.estimate_image_size,
@@ -744,18 +680,6 @@ def summarize_bank(raw: dict[str, Any], args: argparse.Namespace, device: torch.
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def _load_runs(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return json.loads(path.read_text()).get("runs", [])
-
-
-def _load(before_after: list[list[float]]) -> str:
-    """The 1-minute load averages before and after, e.g. ``1.2 / 1.9``."""
-    before, after = before_after
-    return f"{before[0]:.1f} / {after[0]:.1f}"
-
-
 STEP_COLUMNS = (
     "configuration",
     "bound img/s",
@@ -775,22 +699,10 @@ STEP_COLUMNS = (
 )
 
 
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _header(columns: tuple[str, ...] | list[str]) -> str:
-    return _row(list(columns)) + "\n" + "|---" * len(columns) + "|"
-
-
-def _ms(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{1e3 * value:.{digits}f}"
-
-
 def step_row(run: dict[str, Any]) -> str:
     gap = run["gap_breakdown_s"]
     aa = run.get("aa_ratio_full_over_full")
-    return _row(
+    return markdown_row(
         [
             run["label"],
             f"{run['bound']['images_per_s']:.1f}",
@@ -800,13 +712,13 @@ def step_row(run: dict[str, Any]) -> str:
             f"{run['ratio_of_min_steps']:.3f}",
             f"{run['ratio_of_cpu_time_medians']:.3f}",
             "n/a" if aa is None else f"{aa:.3f}",
-            _ms(run["gap_s"]),
-            _ms(gap["forward_extra"]),
-            _ms(gap["contrast"]),
-            _ms(gap["loss"], 1),
-            _ms(gap["backward_extra"]),
-            _ms(gap["optimizer"], 1),
-            _load(run["load_average_1_5_15_min_before_after"]),
+            milliseconds(run["gap_s"]),
+            milliseconds(gap["forward_extra"]),
+            milliseconds(gap["contrast"]),
+            milliseconds(gap["loss"], 1),
+            milliseconds(gap["backward_extra"]),
+            milliseconds(gap["optimizer"], 1),
+            load_averages(run["load_average_1_5_15_min_before_after"]),
         ]
     )
 
@@ -846,7 +758,7 @@ def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     ]
     if est:
         columns.append(f"share of {est['model']} {est['image_size']}px step (est.)")
-    rows = [_header(columns)]
+    rows = [markdown_header(columns)]
     for cfg in bank_run["configs"]:
         p = cfg["pieces_ms_median"]
         cells = [
@@ -861,12 +773,12 @@ def bank_table(bank_run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
             f"{cfg['bank_ms_per_step']:.0f}",
             f"{cfg['aa_pieces_over_whole']:.3f}",
             f"{1e3 * cfg['whole']['step_kernel_s_median']:.0f}",
-            _load(bank_run["load_average_1_5_15_min_before_after"][f"K{cfg['K']} B{cfg['batch']}"]),
+            load_averages(bank_run["load_average_1_5_15_min_before_after"][f"K{cfg['K']} B{cfg['batch']}"]),
             *(_bank_share(cfg, bank_run, s) for s in steps),
         ]
         if est:
             cells.append(f"{100 * cfg['share_of_estimated_step'][est['model']]:.1f}%")
-        rows.append(_row(cells))
+        rows.append(markdown_row(cells))
     return "\n".join(rows)
 
 
@@ -883,11 +795,11 @@ VARIANT_COLUMNS = (
 
 def variants_table(bank_run: dict[str, Any]) -> str:
     """One view: the scores' bmm, autograd's backward into the features, and the row-vector bmm."""
-    rows = [_header(VARIANT_COLUMNS)]
+    rows = [markdown_header(VARIANT_COLUMNS)]
     for cfg in bank_run["configs"]:
         v = cfg["score_variants_ms_median"]
         rows.append(
-            _row(
+            markdown_row(
                 [
                     str(cfg["K"]),
                     str(cfg["batch"]),
@@ -903,10 +815,10 @@ def variants_table(bank_run: dict[str, Any]) -> str:
 
 
 def print_tables(output: Path, device: torch.device) -> None:
-    runs = [r for r in _load_runs(output) if r.get("device") == device.type]
+    runs = [r for r in load_runs(output) if r.get("device") == device.type]
     steps = [r for r in runs if r["mode"] == "step"]
     if steps:
-        print(_header(STEP_COLUMNS))
+        print(markdown_header(STEP_COLUMNS))
         for run in steps:
             print(step_row(run))
     for run in (r for r in runs if r["mode"] == "bank"):
@@ -917,7 +829,7 @@ def print_tables(output: Path, device: torch.device) -> None:
             print(
                 f"{est['model']} {est['image_size']}px: bound {1e3 * est['bound_s_median']:.0f} ms at batch "
                 f"{est['measured_batch']} ({est['steps']} steps), SGD step {1e3 * est['sgd_s_median']:.0f} ms "
-                f"(load before / after {_load(run['load_average_1_5_15_min_before_after']['estimate'])})"
+                f"(load before / after {load_averages(run['load_average_1_5_15_min_before_after']['estimate'])})"
             )
         print("\n" + variants_table(run))
         for s in run["skipped"]:
@@ -930,7 +842,7 @@ def print_tables(output: Path, device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     malloc = tune_malloc()  # as cmc-train does at start-up (before the first large allocation)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "bench_cmc_step")
     check_precision(args.precision, device)
     torch.set_num_threads(args.threads)
     if args.repeats < 1 or args.warmup < 1:
@@ -941,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         args.raw_output.write_text(json.dumps(bank_rounds(args, device)))
         return 0
     else:
-        precision = amp_precision(trainer_args(args), device)
+        precision = resolve_precision(args.precision, device)  # cmc-train's, without --amp
         run = summarize_bank(measure_bank(args, device, precision), args, device)
     info = machine_info(device)
     run["malloc"] = malloc.detail
@@ -951,11 +863,11 @@ def main(argv: list[str] | None = None) -> int:
     store_runs(output, BENCHMARK, [run], RUN_KEY)
     print(f"# {run['machine_description']}, torch {info['torch']}, {info['torch_threads']} threads")
     if run["mode"] == "step":
-        gap = ", ".join(f"{k} {_ms(v, 1)} ms" for k, v in run["gap_breakdown_s"].items())
+        gap = ", ".join(f"{k} {milliseconds(v, 1)} ms" for k, v in run["gap_breakdown_s"].items())
         print(
-            f"{run['label']}: bound {_ms(run['bound']['step_s_median'])} ms, full "
-            f"{_ms(run['full']['step_s_median'])} ms per step; gap {_ms(run['gap_s'])} ms = {gap}; "
-            f"paired ratio {run['ratio_paired_median']:.3f}"
+            f"{run['label']}: bound {milliseconds(run['bound']['step_s_median'])} ms, full "
+            f"{milliseconds(run['full']['step_s_median'])} ms per step; gap {milliseconds(run['gap_s'])} ms = "
+            f"{gap}; paired ratio {run['ratio_paired_median']:.3f}"
         )
     print_tables(output, device)
     print(f"\nresults: {output}")

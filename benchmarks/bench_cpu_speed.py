@@ -1,12 +1,14 @@
 """CPU speed a user gets without knowing the tricks: the plain loop against the trainer's own settings.
 
-Three settings of the same MoCo training step (``selfsup.moco.train.train_step``: queue logits, cross entropy
-on ``logits.float()``, SGD with momentum 0.9 and weight decay 1e-4, momentum update, enqueue) on the same
-model, weights and batch, each measured in its own child processes, the settings alternating child by child
-so that load from other processes hits them alike:
+Three settings of the trainer's own MoCo step (``TrainingRun.start(MoCoTrainer(args), args)`` on ``moco-train``
+flags, then ``run.step(batch)``: InfoNCE against the queue, SGD with momentum 0.9 and weight decay 1e-4,
+momentum update, enqueue; built as in ``bench_moco_step.py``) on the same model, weights and batch, each
+measured in its own child processes, the settings alternating child by child so that load from other
+processes hits them alike:
 
-* ``plain`` - what a hand-written loop gets: glibc's default malloc (no ``MALLOC_*`` variables, no
-  ``mallopt``), fp32, contiguous tensors, ``torch.optim.SGD(..., foreach=False, fused=False)``;
+* ``plain`` - what a hand-written loop gets: glibc's default malloc (``--no_malloc_tuning``: no ``MALLOC_*``
+  variables, no ``mallopt``), fp32, contiguous tensors, and the trainer's optimiser replaced by
+  ``torch.optim.SGD(..., foreach=False, fused=False)`` with the same hyper-parameters;
 * ``trainer_fp32`` - the trainer's defaults: :func:`~selfsup.shared.runtime.cpu.tune_malloc` at start-up and
   ``build_optimizer("sgd", ...)`` (fused SGD where torch has it), fp32;
 * ``auto`` - the same with ``--precision auto`` (:func:`~selfsup.shared.runtime.precision.resolve_precision`:
@@ -15,7 +17,7 @@ so that load from other processes hits them alike:
 The ``auto`` children also time the *bound* with the same settings (query encoder forward and backward plus
 key encoder forward without grad, gradients zeroed, nothing else) and the full step a second time (an A/A
 pair whose distance from 1 is the noise of the run), in rotating order within each round. Every child starts
-with ``MALLOC_*`` removed from its environment; the tuned settings call ``tune_malloc()`` as the trainer does.
+with ``MALLOC_*`` removed from its environment; the tuned settings tune malloc at the trainer's start-up.
 
 Reported: images/s from the median step time per setting; speed-ups over ``plain`` (and, as a check, the
 ratio of median process CPU times); full/bound of ``auto``; minor page faults and kernel time per step.
@@ -29,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,14 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_moco_step import bound_step, fixed_batch, moco_run
 from machine import device_description, host_slug, machine_info, store_runs
+from step_timing import kind_summary, timed
 
-from selfsup.moco.model import MoCo
-from selfsup.moco.train import train_step
-from selfsup.shared.models.backbones import ARCHITECTURES, build_backbone
-from selfsup.shared.optim.optimizers import build_optimizer
+from selfsup.shared.models.backbones import ARCHITECTURES
 from selfsup.shared.runtime.cpu import cpu_flags, tune_malloc
-from selfsup.shared.runtime.precision import autocast, make_grad_scaler, prepare_model, resolve_precision
 
 BENCHMARK = "cpu_speed"
 SETTINGS = ("plain", "trainer_fp32", "auto")
@@ -55,6 +53,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: every run is kept (not only the newest per configuration): the targets sit near the noise of a shared CPU
 RUN_KEY = ("label", "timestamp")
 CPU = torch.device("cpu")
+#: the fields of a step summary this benchmark stores (``step_timing.kind_summary`` has more)
+SUMMARY_FIELDS = ("steps", "step_s_median", "step_s_min", "step_s_all", "step_cpu_s_median",
+                  "step_kernel_s_median", "minor_faults_per_step", "preemptions_per_step", "images_per_s")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,85 +90,57 @@ def label(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------------------------ child
 
 
-class Step:
-    """One setting's model, optimiser and fixed batch; ``full`` and ``bound`` steps."""
-
-    def __init__(self, args: argparse.Namespace, setting: str) -> None:
-        self.malloc = tune_malloc().detail if setting != "plain" else "glibc default (not tuned)"
-        self.precision = resolve_precision("auto", CPU) if setting == "auto" else "fp32"
-        channels_last = setting == "auto"
-        torch.manual_seed(args.seed)
-        encoder = build_backbone(args.arch, width=args.width, cifar_stem=not args.no_cifar_stem)
-        self.model = MoCo(encoder, dim=128, num_keys=args.num_keys).to(CPU)
-        self.model.momentum_update(0.0)
-        for enc in (self.model.encoder_q, self.model.encoder_k):
-            prepare_model(enc, channels_last=channels_last, compile_model=False)
-        self.model.train()
-        params = list(self.model.encoder_q.parameters())
-        hyper = dict(lr=0.03, momentum=0.9, weight_decay=1e-4)
-        if setting == "plain":
-            self.optimizer = torch.optim.SGD(params, foreach=False, fused=False, **hyper)
-        else:
-            self.optimizer = build_optimizer("sgd", params, **hyper)
-        group = self.optimizer.param_groups[0]
-        self.optimizer_path = (
-            "fused" if group.get("fused") else ("foreach" if group.get("foreach") else "for-loop")
-        )
-        self.scaler = make_grad_scaler(self.precision, CPU)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        shape = (args.batch_size, 3, args.image_size, args.image_size)
-        self.x_q = torch.randn(shape).contiguous(memory_format=fmt)
-        self.x_k = torch.randn(shape).contiguous(memory_format=fmt)
-        self.channels_last = channels_last
-
-    def full(self) -> None:
-        train_step(
-            self.model, self.model, self.optimizer, self.scaler, self.x_q, self.x_k, precision=self.precision
-        )
-
-    def bound(self) -> None:
-        model = self.model
-        with autocast(self.precision, CPU):
-            q = model.encoder_q(self.x_q)
-        with torch.no_grad(), autocast(self.precision, CPU):
-            model.encoder_k(self.x_k)
-        model.encoder_q.zero_grad(set_to_none=True)
-        q.float().sum().backward()
+def setting_flags(args: argparse.Namespace, setting: str) -> list[str]:
+    """The ``moco-train`` flags of a setting."""
+    flags = ["--arch", args.arch, "--width", str(args.width), "--crop", str(args.image_size),
+             "--batch_size", str(args.batch_size), "--num_keys", str(args.num_keys), "--device", "cpu"]  # fmt: skip
+    flags += [] if args.no_cifar_stem else ["--cifar_stem"]
+    if setting == "plain":
+        return [*flags, "--precision", "fp32", "--no_malloc_tuning"]
+    return (
+        [*flags, "--precision", "auto", "--channels_last"]
+        if setting == "auto"
+        else [*flags, "--precision", "fp32"]
+    )
 
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    step = Step(args, args.child)
-    kinds = ["bound", "full", "full_again"] if args.child == "auto" else ["full"]
-    records: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
-    load_before = os.getloadavg()
-    for round_index in range(args.warmup + args.repeats):
-        shift = round_index % len(kinds)
-        for kind in kinds[shift:] + kinds[:shift]:
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_start, start = time.process_time(), time.perf_counter()
-            step.bound() if kind == "bound" else step.full()
-            elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            if round_index >= args.warmup:
-                records[kind].append(
-                    {
-                        "seconds": elapsed,
-                        "cpu_seconds": cpu_elapsed,
-                        "kernel_seconds": after.ru_stime - before.ru_stime,
-                        "minor_faults": after.ru_minflt - before.ru_minflt,
-                        "preemptions": after.ru_nivcsw - before.ru_nivcsw,
-                    }
-                )
-    return {
-        "setting": args.child,
-        "malloc": step.malloc,
-        "precision": step.precision,
-        "channels_last": step.channels_last,
-        "optimizer_path": step.optimizer_path,
-        "records": records,
-        "load_average_before_after": [load_before, os.getloadavg()],
-    }
+    setting = args.child
+    with moco_run(
+        setting_flags(args, setting), num_images=max(args.num_keys, args.batch_size), seed=args.seed
+    ) as run:
+        method = run.method
+        if setting == "plain":
+            group = method.optimizer.param_groups[0]
+            hyper = {key: group[key] for key in ("lr", "momentum", "weight_decay")}
+            method.optimizer = torch.optim.SGD(
+                method.model.encoder_q.parameters(), foreach=False, fused=False, **hyper
+            )
+        group = method.optimizer.param_groups[0]
+        optimizer_path = (
+            "fused" if group.get("fused") else ("foreach" if group.get("foreach") else "for-loop")
+        )
+        batch = fixed_batch(run, args.image_size, args.seed)
+        kinds = ["bound", "full", "full_again"] if setting == "auto" else ["full"]
+        records: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+        load_before = os.getloadavg()
+        for round_index in range(args.warmup + args.repeats):
+            shift = round_index % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
+                step = (lambda: bound_step(run, batch[0])) if kind == "bound" else (lambda: run.step(batch))
+                usage = timed(CPU, step)
+                if round_index >= args.warmup:
+                    records[kind].append(usage)
+        return {
+            "setting": setting,
+            "malloc": "glibc default (not tuned)" if setting == "plain" else tune_malloc().detail,
+            "precision": run.ctx.precision,
+            "channels_last": setting == "auto",
+            "optimizer_path": optimizer_path,
+            "records": records,
+            "load_average_before_after": [load_before, os.getloadavg()],
+        }
 
 
 # ----------------------------------------------------------------------------------------------- parent
@@ -199,19 +172,9 @@ def run_children(args: argparse.Namespace, argv: list[str]) -> dict[str, dict[st
     return merged
 
 
-def kind_summary(records: list[dict[str, float]], batch_size: int) -> dict[str, Any]:
-    seconds = [r["seconds"] for r in records]
-    return {
-        "steps": len(seconds),
-        "step_s_median": statistics.median(seconds),
-        "step_s_min": min(seconds),
-        "step_s_all": seconds,
-        "step_cpu_s_median": statistics.median(r["cpu_seconds"] for r in records),
-        "step_kernel_s_median": statistics.median(r["kernel_seconds"] for r in records),
-        "minor_faults_per_step": statistics.median(r["minor_faults"] for r in records),
-        "preemptions_per_step": statistics.median(r["preemptions"] for r in records),
-        "images_per_s": batch_size / statistics.median(seconds),
-    }
+def _summary(records: list[dict[str, float]], batch_size: int) -> dict[str, Any]:
+    summary = kind_summary(records, batch_size)
+    return {field: summary[field] for field in SUMMARY_FIELDS}
 
 
 def summarize(args: argparse.Namespace, merged: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -223,7 +186,7 @@ def summarize(args: argparse.Namespace, merged: dict[str, dict[str, Any]]) -> di
             "channels_last": raw["channels_last"],
             "optimizer_path": raw["optimizer_path"],
             "load_average_per_child_before_after": raw["loads"],
-            **{kind: kind_summary(recs, args.batch_size) for kind, recs in raw["records"].items()},
+            **{kind: _summary(recs, args.batch_size) for kind, recs in raw["records"].items()},
         }
     plain, trainer, auto = (settings[name] for name in SETTINGS)
 

@@ -11,7 +11,8 @@ Cases (``--cases``, ``source:recipe:crop``):
   square, smooth random colour fields plus noise, so decoding costs what a photo of that size costs);
 * ``digits`` - the embedded scikit-learn digits (32x32, decoded arrays: no file decoding).
 
-Recipes: ``eveningglow`` (:func:`moco_eveningglow_transform`) and ``v2`` (:func:`moco_v2_transform`).
+Recipes (:mod:`selfsup.moco.transforms`): ``eveningglow`` (:func:`moco_eveningglow_transform`) and ``v2``
+(:func:`moco_v2_transform`).
 
 Each measurement iterates one epoch with a fresh DataLoader, as training does. Two rates are reported: the
 steady rate, timed from the arrival of the W-th batch (when each of the W workers has delivered one) to the
@@ -43,14 +44,13 @@ import torch
 from machine import device_description, host_slug, machine_info, store_runs
 from PIL import Image
 
+from selfsup.moco.transforms import moco_eveningglow_transform, moco_v2_transform
 from selfsup.shared.data import (
     ResumableSampler,
     SeededTransformDataset,
     TwoCropsTransform,
     build_dataset,
     build_loader,
-    moco_eveningglow_transform,
-    moco_v2_transform,
 )
 
 BENCHMARK = "data"

@@ -1,19 +1,29 @@
 """MoCo training-step throughput against its ideal bound, both measured in the same process, interleaved.
 
-Step kinds run on the same fixed batch in rotating order inside every round, so that load from other
-processes (and clock or cache drift) hits all of them alike; the report uses medians over rounds:
+The step is the trainer's own: ``TrainingRun.start(MoCoTrainer(args), args)`` on ``moco-train`` flags made
+from this script's (``selfsup.moco.cli.parse_args``: every default and check is the trainer's; lr 0.03, SGD
+momentum 0.9, weight decay 1e-4, m 0.999, tau 0.07), then ``run.step(batch)``. Building the run is the
+trainer's start-up: it reads a throw-away ``.npz`` of ``max(--num_keys, --batch_size)`` random 8 px images
+(``--num_workers 0``) and fills the queue with their keys (``--num_keys / --batch_size`` key-encoder
+forwards at ``--image_size``), untimed. ``--no_malloc_tuning`` is passed, so the malloc setting is the
+environment's (``--malloc_compare``). Step kinds run on the same fixed random batch in rotating order inside
+every round, so that load from other processes (and clock or cache drift) hits all of them alike; the report
+uses medians over rounds:
 
 * ``bound`` - the work no MoCo step can avoid: a forward and backward of the query encoder plus a forward
   of the key encoder (``no_grad``) on the same batch, gradients zeroed (``set_to_none``), no optimiser, no
   queue, no momentum update, no shuffle. Its loss is ``q.sum()``, just enough to run the backward.
-* ``full`` - the training step of ``selfsup.moco.train`` verbatim: autocast forward of :class:`MoCo` (queue
-  logits, shuffle BN when ``--shuffle_bn``), cross-entropy on ``logits.float()``, ``zero_grad``,
-  ``scaler.scale(loss).backward()``, ``scaler.step``/``update`` of SGD (momentum 0.9, weight decay 1e-4),
-  ``momentum_update()`` and ``enqueue(keys)``. Its throughput is the headline; the target is
-  ``full / bound >= 0.9`` in images/s from the median step times.
-* ``parts`` - the same full step with a timer between its parts (synchronised on CUDA), so that a reader
-  sees where the gap to the bound goes. Its forward calls :class:`MoCo`'s pieces in ``MoCo.forward``'s order.
-  On CUDA a ``bound_parts`` kind times the bound's parts; on CPU the bound's own (free) timers are used.
+* ``full`` - ``run.step(batch)``, the trainer's step (``MoCoTrainer.step``): autocast forward of
+  :class:`~selfsup.moco.model.MoCo` (shuffle BN when ``--shuffle_bn``), ``info_nce_loss`` against the queue,
+  ``zero_grad``, ``scaler.scale(loss).backward()``, ``scaler.step``/``update`` of SGD, ``momentum_update()``
+  and ``enqueue(k)``. Its throughput is the headline; the target is ``full / bound >= 0.9`` in images/s from
+  the median step times.
+* ``parts`` - the same ``run.step(batch)`` with a timer (synchronised on CUDA) hooked, for that step only,
+  at the calls it makes: after the query encoder's forward (``query_forward``), after ``encode_keys``
+  (``key_forward``, with the queries' normalisation), before ``zero_grad`` (``logits_loss``), before
+  ``scaler.step`` (``backward``), after ``scaler.update`` (``optimizer``), after ``momentum_update`` and
+  after ``enqueue``; so a reader sees where the gap to the bound goes. On CUDA a ``bound_parts`` kind times
+  the bound's parts; on CPU the bound's own (free) timers are used.
 
 Robustness checks stored next to the headline ratio: the ratio of the fastest steps, the ratio of median
 process CPU times (insensitive to time spent descheduled when ``--threads 1``), the paired per-round ratio,
@@ -23,9 +33,9 @@ context switches per step (``ru_nivcsw``) show how contended the machine was.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per step kind (reset before each step). On CPU
 there is no per-allocation counter for torch, so the process's peak resident set (``ru_maxrss``) is read
 right after the first ``bound`` step and again after the first ``full`` step (the first round runs them in
-that order); both are process peaks including the model, the batch and the Python runtime (the resident set
-before the first step is reported alongside). Minor page faults (``ru_minflt``) and kernel CPU time
-(``ru_stime``, mostly spent handling those faults) are recorded per step.
+that order); both are process peaks including the model, the batch, the start-up and the Python runtime (the
+resident set before the first step is reported alongside). Minor page faults (``ru_minflt``) and kernel CPU
+time (``ru_stime``, mostly spent handling those faults) are recorded per step.
 
 ``--malloc_compare`` runs the benchmark in child processes, alternating glibc's default malloc and
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` (docs/benchmarks.md explains why), stores both.
@@ -36,35 +46,38 @@ Usage: ``python benchmarks/bench_moco_step.py --arch resnet18 --cifar_stem --ima
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from machine import MALLOC_TUNED_ENV, device_description, machine_info, malloc_setting, store_runs
-
-from selfsup.moco.loss import info_nce_logits
-from selfsup.moco.model import MoCo
-from selfsup.moco.train import train_step
-from selfsup.shared.models.backbones import ARCHITECTURES, build_backbone
-from selfsup.shared.optim.optimizers import build_optimizer
-from selfsup.shared.runtime.precision import (
-    PRECISIONS,
-    autocast,
-    check_precision,
-    make_grad_scaler,
-    prepare_model,
-    resolve_precision,
+from step_timing import (
+    Laps,
+    kind_summary,
+    markdown_header,
+    markdown_row,
+    median,
+    no_laps,
+    paired_ratio,
+    resolve_device,
+    timed,
 )
+
+from selfsup.moco.cli import parse_args
+from selfsup.moco.train import MoCoTrainer
+from selfsup.shared.models.backbones import ARCHITECTURES
+from selfsup.shared.runtime.precision import PRECISIONS, autocast, check_precision, resolve_precision
+from selfsup.shared.runtime.trainer import TrainingRun
 
 BENCHMARK = "moco_step"
 KINDS = ("bound", "full", "parts")  # on CUDA also "bound_parts" (see step_kinds)
@@ -116,14 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench_moco_step: --device cuda but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def default_label(args: argparse.Namespace, device: torch.device) -> str:
     """E.g. ``resnet18 w64 cifar-stem 32px b128 K4096 fp32 2thr`` (thread count on CPU only)."""
     width = args.width or ARCHITECTURES[args.arch][2]
@@ -131,10 +136,7 @@ def default_label(args: argparse.Namespace, device: torch.device) -> str:
     parts.append(args.precision)
     if args.cifar_stem:
         parts.insert(1, "cifar-stem")
-    if args.mlp:
-        parts.append("mlp")
-    if args.shuffle_bn:
-        parts.append("shuffle-bn")
+    parts += [name for flag, name in ((args.mlp, "mlp"), (args.shuffle_bn, "shuffle-bn")) if flag]
     if args.bn_splits > 1:
         parts.append(f"bn-splits{args.bn_splits}")
     if args.channels_last:
@@ -142,6 +144,100 @@ def default_label(args: argparse.Namespace, device: torch.device) -> str:
     if device.type == "cpu":
         parts.append(f"{torch.get_num_threads()}thr")
     return " ".join(parts)
+
+
+# ----------------------------------------------------------------------- the trainer's run (also bench_cpu_speed)
+
+
+@contextlib.contextmanager
+def moco_run(flags: list[str], *, num_images: int, seed: int) -> Iterator[TrainingRun]:
+    """``TrainingRun.start(MoCoTrainer(args), args)`` for ``moco-train`` ``flags`` (model, precision, device,
+    seed), on a throw-away ``.npz`` of ``num_images`` random 8 px images, writing into a temporary folder;
+    the run is at its first epoch (``on_epoch_start(0)``: lr and train mode, as the loop does)."""
+    with tempfile.TemporaryDirectory(prefix="bench_moco_") as tmp:
+        images = np.random.default_rng(seed).integers(0, 256, (num_images, 8, 8, 3), dtype=np.uint8)
+        np.savez(Path(tmp) / "random.npz", train_images=images, train_labels=np.zeros(num_images, np.int64))
+        data = ["--dataset", "npz", "--dataset_root", str(Path(tmp) / "random.npz"), "--output_root", tmp]
+        quiet = [
+            "--num_workers",
+            "0",
+            "--max_epoch",
+            "1",
+            "--plot_iter",
+            "0",
+            "--no_progress",
+            "--no_tensorboard",
+        ]
+        args = parse_args([*data, *quiet, "--seed", str(seed), *flags])
+        run = TrainingRun.start(MoCoTrainer(args), args, ["bench", *flags])
+        try:
+            run.method.on_epoch_start(0)
+            yield run
+        finally:
+            run.close()
+
+
+def fixed_batch(run: TrainingRun, image_size: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A random ``([x_q, x_k], labels)`` batch on the run's device, in its memory format."""
+    generator = torch.Generator().manual_seed(seed)
+    n, device = run.parts.data.per_rank_batch, run.ctx.device
+    views = [
+        torch.randn(n, 3, image_size, image_size, generator=generator)
+        .to(device)
+        .contiguous(memory_format=run.method.memory_format)
+        for _ in range(2)
+    ]
+    return views, torch.zeros(n, dtype=torch.long)
+
+
+def bound_step(run: TrainingRun, views: list[torch.Tensor], lap: Callable[[str], None] = no_laps) -> None:
+    """Query forward + backward and key forward (no_grad) on the batch; gradients zeroed, no update."""
+    model, precision = run.method.model, run.ctx.precision
+    with autocast(precision, run.ctx.device):
+        q = model.encoder_q(views[0])
+    lap("query_forward")
+    with torch.no_grad(), autocast(precision, run.ctx.device):
+        model.encoder_k(views[1])
+    lap("key_forward")
+    model.encoder_q.zero_grad(set_to_none=True)
+    q.float().sum().backward()
+    lap("backward")
+
+
+@contextlib.contextmanager
+def part_timers(run: TrainingRun, lap: Callable[[str], None]) -> Iterator[None]:
+    """Laps at the calls ``MoCoTrainer.step`` makes (instance-level wrappers and a forward hook, removed on
+    exit), so that the timed step is the trainer's own."""
+    method = run.method
+    model, patched = method.model, []
+
+    def wrap(obj: Any, name: str, part: str, *, before: bool) -> None:
+        original = getattr(obj, name)
+
+        def timed_call(*a: Any, **k: Any) -> Any:
+            if before:
+                lap(part)
+            out = original(*a, **k)
+            if not before:
+                lap(part)
+            return out
+
+        object.__setattr__(obj, name, timed_call)
+        patched.append((obj, name))
+
+    hook = model.encoder_q.register_forward_hook(lambda *_: lap("query_forward"))
+    wrap(model, "encode_keys", "key_forward", before=False)
+    wrap(method.optimizer, "zero_grad", "logits_loss", before=True)
+    wrap(run.ctx.scaler, "step", "backward", before=True)
+    wrap(run.ctx.scaler, "update", "optimizer", before=False)
+    wrap(model, "momentum_update", "momentum_update", before=False)
+    wrap(model, "enqueue", "enqueue", before=False)
+    try:
+        yield
+    finally:
+        hook.remove()
+        for obj, name in patched:
+            object.__delattr__(obj, name)
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -156,232 +252,103 @@ def _rss_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-class Laps:
-    """Wall-clock laps (and minor page faults) between named points of a step; synchronises CUDA at each
-    point when ``sync``. Fault counts are stored under ``faults:<name>``."""
+class FaultLaps(Laps):
+    """:class:`step_timing.Laps` that also counts minor page faults per part (under ``faults:<name>``)."""
 
     def __init__(self, device: torch.device, sync: bool) -> None:
-        self.cuda = device.type == "cuda"
-        self.sync = sync and self.cuda
-        self.times: dict[str, float] = {}
-        self._last = time.perf_counter()
+        super().__init__(device, sync)
         self._faults = _minor_faults()
 
     def __call__(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now, faults = time.perf_counter(), _minor_faults()
-        self.times[name] = self.times.get(name, 0.0) + now - self._last
+        super().__call__(name)
+        faults = _minor_faults()
         self.times[f"faults:{name}"] = self.times.get(f"faults:{name}", 0) + faults - self._faults
-        self._last, self._faults = now, faults
+        self._faults = faults
 
 
-def _noop(name: str) -> None:
-    del name
-
-
-class MoCoSteps:
-    """The three step kinds on one model, optimiser and fixed batch."""
-
-    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        torch.manual_seed(args.seed)
-        encoder = build_backbone(args.arch, width=args.width, cifar_stem=args.cifar_stem)
-        self.model = MoCo(
-            encoder,
-            dim=args.feature_dim,
-            num_keys=args.num_keys,
-            mlp=args.mlp,
-            shuffle_bn=args.shuffle_bn,
-            bn_splits=args.bn_splits,
-        ).to(device)
-        self.model.momentum_update(0.0)
-        for enc in (self.model.encoder_q, self.model.encoder_k):
-            prepare_model(enc, channels_last=args.channels_last, compile_model=False)
-        self.model.train()
-        self.optimizer = build_optimizer(
-            "sgd", self.model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4
-        )
-        self.scaler = make_grad_scaler(args.precision, device)
-        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        shape = (args.batch_size, 3, args.image_size, args.image_size)
-        self.x_q = torch.randn(shape, device=device).contiguous(memory_format=fmt)
-        self.x_k = torch.randn(shape, device=device).contiguous(memory_format=fmt)
-        self.precision = args.precision
-        self.device = device
-
-    def _autocast(self):
-        return autocast(self.precision, self.device)
-
-    def bound(self, lap: Callable[[str], None] = _noop) -> None:
-        """Query forward + backward and key forward (no_grad) on the batch; gradients zeroed, no update."""
-        model = self.model
-        with self._autocast():
-            q = model.encoder_q(self.x_q)
-        lap("query_forward")
-        with torch.no_grad(), self._autocast():
-            model.encoder_k(self.x_k)
-        lap("key_forward")
-        loss = q.float().sum()
-        model.encoder_q.zero_grad(set_to_none=True)
-        loss.backward()
-        lap("backward")
-
-    def full(self) -> None:
-        """The step of ``selfsup.moco.train`` itself (:func:`selfsup.moco.train.train_step`)."""
-        train_step(
-            self.model, self.model, self.optimizer, self.scaler, self.x_q, self.x_k, precision=self.precision
-        )
-
-    def parts(self, lap: Callable[[str], None]) -> None:
-        """:meth:`full` with ``MoCo.forward`` unrolled into its pieces and a lap after each part."""
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        with self._autocast():
-            q = F.normalize(model.encoder_q(self.x_q), dim=1)
-            lap("query_forward")
-            keys = model.encode_keys(self.x_k)
-            lap("key_forward")
-            logits, labels = info_nce_logits(q, keys, model.queue.detach(), model.temperature)
-        loss = F.cross_entropy(logits.float(), labels)
-        lap("logits_loss")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        lap("backward")
-        scaler.step(optimizer)
-        scaler.update()
-        lap("optimizer")
-        model.momentum_update()
-        lap("momentum_update")
-        model.enqueue(keys)
-        lap("enqueue")
+def trainer_flags(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The ``moco-train`` flags of this configuration."""
+    flags = ["--arch", args.arch, "--crop", str(args.image_size), "--batch_size", str(args.batch_size),
+             "--num_keys", str(args.num_keys), "--feature_dim", str(args.feature_dim),
+             "--bn_splits", str(args.bn_splits), "--precision", args.precision, "--device", str(device),
+             "--no_malloc_tuning"]  # fmt: skip
+    if args.width is not None:
+        flags += ["--width", str(args.width)]
+    return flags + [
+        f"--{name}" for name in ("cifar_stem", "mlp", "shuffle_bn", "channels_last") if vars(args)[name]
+    ]
 
 
 def step_kinds(device: torch.device) -> tuple[str, ...]:
-    """The step kinds of one round. On CPU the ``bound`` step carries its own (free) part timers; on CUDA
-    they need synchronisation, which would slow the bound, so a separate ``bound_parts`` step has them."""
     return (*KINDS, "bound_parts") if device.type == "cuda" else KINDS
 
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Run warm-up and timed rounds; return the raw per-step records and the memory readings."""
-    steps = MoCoSteps(args, device)
     cuda = device.type == "cuda"
     kinds = step_kinds(device)
     records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     memory: dict[str, Any] = {"kind": "cuda_max_memory_allocated" if cuda else "process_peak_rss"}
-    if cuda:
-        torch.cuda.synchronize()
-    else:
-        memory["rss_before_first_step_bytes"] = _rss_bytes()
     peaks = dict.fromkeys(kinds, 0)
-    load_before = os.getloadavg()
-
-    for round_index in range(args.warmup + args.repeats):
-        shift = round_index % len(kinds)
-        for kind in kinds[shift:] + kinds[:shift]:
-            laps = Laps(device, sync=kind in ("parts", "bound_parts"))
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_start, start = time.process_time(), time.perf_counter()
-            if kind in ("bound", "bound_parts"):
-                steps.bound(laps if not cuda or kind == "bound_parts" else _noop)
-            elif kind == "full":
-                steps.full()
-            else:
-                steps.parts(laps)
-            if cuda:
-                torch.cuda.synchronize()
-            elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            if cuda:
-                peaks[kind] = max(peaks[kind], torch.cuda.max_memory_allocated(device))
-            elif round_index == 0:
-                peaks[kind] = _max_rss_bytes()  # order bound, full, parts in round 0
-            if round_index >= args.warmup:
-                records[kind].append(
-                    {
-                        "round": round_index - args.warmup,
-                        "seconds": elapsed,
-                        "cpu_seconds": cpu_elapsed,
-                        "kernel_seconds": after.ru_stime - usage.ru_stime,
-                        "minor_faults": after.ru_minflt - usage.ru_minflt,
-                        "preemptions": after.ru_nivcsw - usage.ru_nivcsw,
-                        **laps.times,
-                    }
-                )
+    with moco_run(
+        trainer_flags(args, device), num_images=max(args.num_keys, args.batch_size), seed=args.seed
+    ) as run:
+        batch = fixed_batch(run, args.image_size, args.seed)
+        if not cuda:
+            memory["rss_before_first_step_bytes"] = _rss_bytes()
+        load_before = os.getloadavg()
+        for round_index in range(args.warmup + args.repeats):
+            shift = round_index % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                parts: dict[str, float] = {}
+                usage = timed(device, lambda: parts.update(run_kind(run, kind, batch)))  # noqa: B023
+                if cuda:
+                    peaks[kind] = max(peaks[kind], torch.cuda.max_memory_allocated(device))
+                elif round_index == 0:  # order bound, full, parts in round 0
+                    peaks[kind] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+                if round_index >= args.warmup:
+                    records[kind].append({"round": round_index - args.warmup, **usage, **parts})
     memory["peak_bytes"] = peaks
     return {"records": records, "memory": memory, "load_average": [load_before, os.getloadavg()]}
+
+
+def run_kind(run: TrainingRun, kind: str, batch: Any) -> dict[str, float]:
+    """One step of ``kind``; returns its laps (the bound's laps are free on CPU, so only its CUDA variant,
+    ``bound_parts``, is a kind of its own)."""
+    laps = FaultLaps(run.ctx.device, sync=kind in ("parts", "bound_parts"))
+    if kind == "full":
+        run.step(batch)
+    elif kind == "parts":
+        with part_timers(run, laps):
+            run.step(batch)
+    else:
+        bound_step(run, batch[0], laps if run.ctx.device.type != "cuda" or kind == "bound_parts" else no_laps)
+    return laps.times
 
 
 # --------------------------------------------------------------------------------------------- summary
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (float("nan"), float("nan"))
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
+def _kind_summary(records: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """:func:`step_timing.kind_summary` of the times, plus the median page faults of each part."""
+    faults = [k for k in records[0] if k.startswith("faults:")]
+    summary = kind_summary([{k: v for k, v in r.items() if k not in faults} for r in records], batch_size)
+    summary["parts_minor_faults_median"] = {
+        name.split(":", 1)[1]: median([float(r[name]) for r in records]) for name in faults
+    }
+    return summary
 
 
 def summarize(raw: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Medians, images/s, ratio, part breakdown and memory of one configuration and malloc setting."""
     records = raw["records"]
-    kinds: dict[str, Any] = {}
-    for kind in records:
-        seconds = [r["seconds"] for r in records[kind]]
-        lo, hi = _quartiles(seconds)
-        part_names = [
-            k
-            for k in records[kind][0]
-            if k
-            not in (
-                "round",
-                "child",
-                "seconds",
-                "cpu_seconds",
-                "kernel_seconds",
-                "minor_faults",
-                "preemptions",
-            )
-        ]
-        times = [k for k in part_names if not k.startswith("faults:")]
-        faults = [k for k in part_names if k.startswith("faults:")]
-        kinds[kind] = {
-            "steps": len(seconds),
-            "step_s_median": _median(seconds),
-            "step_s_min": min(seconds),
-            "step_cpu_s_median": _median([r["cpu_seconds"] for r in records[kind]]),
-            "step_kernel_s_median": _median([r["kernel_seconds"] for r in records[kind]]),
-            "step_s_q1": lo,
-            "step_s_q3": hi,
-            "images_per_s": args.batch_size / _median(seconds),
-            "minor_faults_per_step": _median([float(r["minor_faults"]) for r in records[kind]]),
-            "preemptions_per_step": _median([float(r["preemptions"]) for r in records[kind]]),
-            "step_s_all": seconds,
-            "parts_s_median": {name: _median([r[name] for r in records[kind]]) for name in times},
-            "parts_minor_faults_median": {
-                name.split(":", 1)[1]: _median([float(r[name]) for r in records[kind]]) for name in faults
-            },
-        }
-    # Paired ratio: bound and full steps of the same round ran back to back.
-    by_round = {(r["round"], r.get("child", 0)): r["seconds"] for r in records["bound"]}
-    paired = [
-        by_round[(r["round"], r.get("child", 0))] / r["seconds"]
-        for r in records["full"]
-        if (r["round"], r.get("child", 0)) in by_round
-    ]
+    kinds = {kind: _kind_summary(recs, args.batch_size) for kind, recs in records.items()}
     ratio = kinds["full"]["images_per_s"] / kinds["bound"]["images_per_s"]
     bound_parts = kinds["bound_parts" if "bound_parts" in kinds else "bound"]["parts_s_median"]
     full_parts = kinds["parts"]["parts_s_median"]
@@ -390,25 +357,22 @@ def summarize(raw: dict[str, Any], args: argparse.Namespace, device: torch.devic
         "query_forward_extra": full_parts["query_forward"] - bound_parts["query_forward"],
         "logits_loss": full_parts["logits_loss"],
         "backward_extra": full_parts["backward"] - bound_parts["backward"],
-        "optimizer": full_parts["optimizer"],
-        "momentum_update": full_parts["momentum_update"],
-        "enqueue": full_parts["enqueue"],
+        **{part: full_parts[part] for part in ("optimizer", "momentum_update", "enqueue")},
     }
+    skip = ("output", "raw_output", "malloc_compare", "malloc_rounds", "label")
     return {
         "label": args.label or default_label(args, device),
         "malloc": raw.get("malloc", malloc_setting()),
         "device": device.type,
-        "config": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("output", "raw_output", "malloc_compare", "malloc_rounds", "label")
-        },
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bound": kinds["bound"],
         "full": kinds["full"],
         "full_with_part_timers": kinds["parts"],
         "ratio_full_over_bound": ratio,
-        "ratio_paired_median": _median(paired),
+        "ratio_paired_median": paired_ratio(
+            records, "bound", "full"
+        ),  # bound and full of a round ran back to back
         "ratio_of_min_steps": kinds["bound"]["step_s_min"] / kinds["full"]["step_s_min"],
         "ratio_of_cpu_time_medians": kinds["bound"]["step_cpu_s_median"] / kinds["full"]["step_cpu_s_median"],
         # CPU only: "full" and "full_with_part_timers" do the same work (laps cost nothing there), so their
@@ -440,25 +404,12 @@ def memory_cell(run: dict[str, Any]) -> str:
 
 
 TABLE_COLUMNS = (
-    "configuration",
-    "malloc",
-    "bound img/s",
-    "full img/s",
-    "full/bound",
-    ">= 0.9",
-    "full/bound: fastest steps",
-    "full/bound: CPU time",
-    "A/A: full/full",
-    "preemptions/step",
-    "peak memory bound / full",
-    "page faults/step bound / full",
-    "kernel ms/step bound / full",
-    "optimizer ms",
-    "momentum update ms",
-    "enqueue ms",
-    "logits+loss ms",
-)
-TABLE_HEADER = "| " + " | ".join(TABLE_COLUMNS) + " |\n" + "|---" * len(TABLE_COLUMNS) + "|"
+    "configuration", "malloc", "bound img/s", "full img/s", "full/bound", ">= 0.9", "full/bound: fastest steps",
+    "full/bound: CPU time", "A/A: full/full", "preemptions/step", "peak memory bound / full",
+    "page faults/step bound / full", "kernel ms/step bound / full", "optimizer ms", "momentum update ms",
+    "enqueue ms", "logits+loss ms",
+)  # fmt: skip
+TABLE_HEADER = markdown_header(TABLE_COLUMNS)
 
 
 def table_row(run: dict[str, Any]) -> str:
@@ -466,26 +417,27 @@ def table_row(run: dict[str, Any]) -> str:
     parts = run["full_with_part_timers"]["parts_s_median"]
     bound, full = run["bound"], run["full"]
     aa = run.get("aa_ratio_full_over_full")
-    cells = [
-        run["label"],
-        "default" if run["malloc"] == "glibc default" else "no mmap/trim",
-        f"{bound['images_per_s']:.1f}",
-        f"{full['images_per_s']:.1f}",
-        f"{run['ratio_full_over_bound']:.3f}",
-        "yes" if run["target_met"] else "no",
-        f"{run['ratio_of_min_steps']:.3f}",
-        f"{run['ratio_of_cpu_time_medians']:.3f}",
-        "n/a" if aa is None else f"{aa:.3f}",
-        f"{full['preemptions_per_step']:.0f}",
-        memory_cell(run),
-        f"{bound['minor_faults_per_step']:.0f} / {full['minor_faults_per_step']:.0f}",
-        f"{1e3 * bound['step_kernel_s_median']:.0f} / {1e3 * full['step_kernel_s_median']:.0f}",
-        f"{1e3 * parts['optimizer']:.1f}",
-        f"{1e3 * parts['momentum_update']:.1f}",
-        f"{1e3 * parts['enqueue']:.2f}",
-        f"{1e3 * parts['logits_loss']:.1f}",
-    ]
-    return "| " + " | ".join(cells) + " |"
+    return markdown_row(
+        [
+            run["label"],
+            "default" if run["malloc"] == "glibc default" else "no mmap/trim",
+            f"{bound['images_per_s']:.1f}",
+            f"{full['images_per_s']:.1f}",
+            f"{run['ratio_full_over_bound']:.3f}",
+            "yes" if run["target_met"] else "no",
+            f"{run['ratio_of_min_steps']:.3f}",
+            f"{run['ratio_of_cpu_time_medians']:.3f}",
+            "n/a" if aa is None else f"{aa:.3f}",
+            f"{full['preemptions_per_step']:.0f}",
+            memory_cell(run),
+            f"{bound['minor_faults_per_step']:.0f} / {full['minor_faults_per_step']:.0f}",
+            f"{1e3 * bound['step_kernel_s_median']:.0f} / {1e3 * full['step_kernel_s_median']:.0f}",
+            f"{1e3 * parts['optimizer']:.1f}",
+            f"{1e3 * parts['momentum_update']:.1f}",
+            f"{1e3 * parts['enqueue']:.2f}",
+            f"{1e3 * parts['logits_loss']:.1f}",
+        ]
+    )
 
 
 def gap_summary(run: dict[str, Any]) -> str:
@@ -509,52 +461,35 @@ def _child_argv(argv: list[str], raw_path: Path, repeats: int) -> list[str]:
     drop_with_value = {"--output", "--malloc_rounds", "--repeats", "--raw_output"}
     out, skip = [], False
     for item in argv:
-        if skip:
-            skip = False
-            continue
         name = item.split("=", 1)[0]
-        if name == "--malloc_compare":
+        if skip or name == "--malloc_compare":
+            skip = False
             continue
         if name in drop_with_value:
             skip = "=" not in item
             continue
         out.append(item)
-    return [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *out,
-        "--raw_output",
-        str(raw_path),
-        "--repeats",
-        str(repeats),
-    ]
+    script = str(Path(__file__).resolve())
+    return [sys.executable, script, *out, "--raw_output", str(raw_path), "--repeats", str(repeats)]
 
 
 def malloc_compare(args: argparse.Namespace, argv: list[str], device: torch.device) -> list[dict[str, Any]]:
-    """Alternate child processes with the default and the tuned malloc; merge their records per setting."""
+    """Alternate child processes with the default and the tuned malloc; merge their records per setting
+    (a record's round becomes ``(child, round)``, so that paired ratios pair within a child)."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     settings = {"glibc default": base_env, malloc_setting(MALLOC_TUNED_ENV): {**base_env, **MALLOC_TUNED_ENV}}
     repeats = max(2, -(-args.repeats // args.malloc_rounds))
     merged: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_moco_step_") as tmp:
         for child in range(args.malloc_rounds):
-            order = list(settings) if child % 2 == 0 else list(reversed(settings))
-            for name in order:
+            for name in list(settings) if child % 2 == 0 else list(reversed(settings)):
                 raw_path = Path(tmp) / f"child{child}_{len(merged)}.json"
                 print(f"[malloc_compare] child {child + 1}/{args.malloc_rounds}: {name}", file=sys.stderr)
                 subprocess.run(_child_argv(argv, raw_path, repeats), env=settings[name], check=True)
                 raw = json.loads(raw_path.read_text())
-                into = merged.setdefault(
-                    name,
-                    {
-                        "records": {k: [] for k in raw["records"]},
-                        "memory": raw["memory"],
-                        "malloc": raw["malloc"],
-                        "load_average": raw["load_average"],
-                    },
-                )
+                into = merged.setdefault(name, {**raw, "records": {k: [] for k in raw["records"]}})
                 for kind, recs in raw["records"].items():
-                    into["records"][kind].extend({**r, "child": child} for r in recs)
+                    into["records"][kind].extend({**r, "round": (child, r["round"])} for r in recs)
                 mem = into["memory"]
                 for kind, peak in raw["memory"]["peak_bytes"].items():
                     mem["peak_bytes"][kind] = max(mem["peak_bytes"][kind], peak)
@@ -563,7 +498,6 @@ def malloc_compare(args: argparse.Namespace, argv: list[str], device: torch.devi
                         mem["rss_before_first_step_bytes"], raw["memory"]["rss_before_first_step_bytes"]
                     )
                 into["load_average"] = [into["load_average"][0], raw["load_average"][1]]
-                raw_path.unlink()
     return [summarize(merged[name], args, device) for name in settings]
 
 
@@ -573,7 +507,7 @@ def malloc_compare(args: argparse.Namespace, argv: list[str], device: torch.devi
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "bench_moco_step")
     check_precision(args.precision, device)
     args.precision = resolve_precision(args.precision, device)  # auto -> bf16 or fp32, as the trainers do
     if args.threads is not None:
@@ -582,15 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_moco_step: --repeats and --warmup must be >= 1")
 
     if args.raw_output is not None:  # child of --malloc_compare: raw records only
-        raw = measure(args, device)
-        raw["malloc"] = malloc_setting()
+        raw = {**measure(args, device), "malloc": malloc_setting()}
         args.raw_output.write_text(json.dumps(raw))
         return 0
 
-    if args.malloc_compare:
-        runs = malloc_compare(args, argv, device)
-    else:
-        runs = [summarize(measure(args, device), args, device)]
+    runs = (
+        malloc_compare(args, argv, device)
+        if args.malloc_compare
+        else [summarize(measure(args, device), args, device)]
+    )
     info = machine_info(device)
     for run in runs:
         run["machine"] = {**info, "malloc": run["malloc"]}

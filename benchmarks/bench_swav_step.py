@@ -3,32 +3,29 @@
 Two modes, both on random inputs already in memory, one torch thread by default and glibc malloc tuned with
 :func:`~selfsup.shared.runtime.cpu.tune_malloc` at start-up, as ``swav-unmix-train`` does.
 
-``--mode step`` (default): the training step of ``swav-unmix-train`` against its bound. The trainer's step
-is ``step_fn``, a closure inside :func:`selfsup.swav_unmix.train.train` that cannot be called on its own;
-``train.py`` is not changed for this benchmark. The script rebuilds the step instead, statement for
-statement, from the pieces ``train.py`` exports and uses: ``parse_args`` (the trainer's own flags, so every
-default and check is the trainer's), ``build_model``, ``run_precision``, ``compute_loss``,
-:class:`~selfsup.swav_unmix.queue.EmbeddingQueue`, the LARC optimiser (``build_optimizer("larc",
-model.parameters(), lr=..., momentum=0.9, weight_decay=args.wd, eta=0.001, clip=False)``),
-``make_grad_scaler``, ``apply_lr``, ``model.normalize_prototypes()`` and the prototype freezing (prototype
-gradients dropped while ``iteration < --freeze_prototypes_niters``). The learning rate is fixed
-(``--base_lr``) instead of read from the warm-up + cosine array. Step kinds run in rotating order inside
-every round, so that load from other processes hits them alike; the report uses medians over rounds:
+``--mode step`` (default): the training step of ``swav-unmix-train`` against its bound. The step timed is the
+trainer's own: :class:`~selfsup.swav_unmix.train.SwAVUnMixTrainer` started on the runtime
+(``TrainingRun.start(method, args)``: the trainer's flags, parser, model, LARC optimiser, loss scaler and queue)
+and called through ``run.step(batch)``, exactly what the epoch loop calls. The flags are the trainer's own
+(``parse_args``) with the sizes below, ``--warmup_epochs 0`` and a placeholder data set of one batch per epoch
+over 100,000 epochs (the inputs are random crops in memory; the cosine rate stays within 0.01 % of
+``--base_lr`` for the first 450 steps). Step kinds run in rotating order inside every round, so that load from other processes
+hits them alike; the report uses medians over rounds:
 
 * ``bound`` - the work no SwAV step can avoid: the trunk's forward (under the trainer's autocast) and
   backward on all crops with the trainer's grouping (one trunk call per run of equal resolutions), loss =
   the sum of the pooled features, gradients zeroed (``set_to_none``); no head, no prototypes, no Sinkhorn,
   no optimiser.
-* ``full`` - ``step_fn`` with ``--run_swav true`` (plain SwAV): ``apply_lr``, ``normalize_prototypes``, the
-  crops moved (and made channels-last with ``--channels_last``), ``compute_loss`` (forward of all crops,
-  codes of the assignment crops: queue + Sinkhorn, swapped-prediction loss), ``zero_grad``, scaled
-  backward, prototype freezing, ``scaler.step``/``update`` of LARC. Target: full/bound >= 0.97 in images/s
-  (images = the batch; median step times).
-* ``parts`` - the same step with ``compute_loss`` unrolled into its pieces and a timer between them
-  (synchronised on CUDA): prepare (lr, prototypes, crops), mix (Un-Mix only), trunk forward, head forward,
-  codes (queue + Sinkhorn), loss, backward, freeze, optimiser. On CPU the bound's own (free) timers give
-  its forward and backward, so the gap splits into parts; ``parts``/``full`` is an A/A ratio (the same
-  work: the noise floor).
+* ``full`` - ``run.step`` with ``--run_swav true`` (plain SwAV): the rate, ``normalize_prototypes``, the crops
+  moved (and made channels-last with ``--channels_last``), one forward of all crops, the codes of the
+  assignment crops (queue + Sinkhorn), the swapped-prediction loss, ``zero_grad``, scaled backward, prototype
+  freezing, ``scaler.step``/``update`` of LARC. Target: full/bound >= 0.97 in images/s (images = the batch;
+  median step times).
+* ``parts`` - the same ``run.step`` with a timer (synchronised on CUDA) at the boundaries of the pieces it
+  calls, wrapped for that step only: prepare (rate, prototypes, crops), mix (Un-Mix only), trunk forward,
+  head forward, codes (queue + Sinkhorn), loss, backward, freeze, optimiser. On CPU the bound's own (free)
+  timers give its forward and backward, so the gap splits into parts; ``parts``/``full`` is an A/A ratio
+  (the same work: the noise floor).
 * ``full_per_crop`` - ``full`` with ``--forward_mode per_crop`` (one trunk call per crop; the same model,
   whose ``forward_mode`` is switched for that step only). Compared with ``full`` (grouped) and the bound.
 * ``unmix_bound``, ``unmix_full``, ``unmix_parts`` - the same three with ``--run_swav false`` (Un-Mix):
@@ -36,11 +33,12 @@ every round, so that load from other processes hits them alike; the report uses 
   bound runs the trunk on a fixed set of those 9 crops (mixed once, at start-up). Un-Mix's extra cost per
   step is ``unmix_full - full`` (ms and % of ``full``).
 
-All kinds share one model, optimiser and scaler (and queue). The defaults (CIFAR-stem ResNet-18 of width
-32, 2 x 32 px + 4 x 16 px crops, batch 32, 3,000 prototypes) take about 0.5 s per SwAV step on a 2-core
-CPU. The prototypes are not frozen by default (``--freeze_prototypes_niters 0``: the step of every
-iteration after the trainer's first 313). With ``--queue_length`` the queue is marked in use from the first
-step, so every step scores it.
+The SwAV kinds share one started trainer, the Un-Mix kinds another (the same initial weights: the same
+seed). The defaults (CIFAR-stem ResNet-18 of width 32, 2 x 32 px + 4 x 16 px crops, batch 32, 3,000
+prototypes) take about 0.5 s per SwAV step on a 2-core CPU. The prototypes are not frozen by default
+(``--freeze_prototypes_niters 0``: the step of every iteration after the trainer's first 313). With
+``--queue_length`` the queue starts at epoch 0 and is marked in use from the first step, so every step
+scores it.
 
 ``--mode sinkhorn``: :func:`selfsup.swav_unmix.sinkhorn.distributed_sinkhorn` alone (world size 1, fp32,
 ``--sinkhorn_iterations`` 3, ``--epsilon`` 0.05) on cosine scores of ``--sinkhorn_rows`` samples x
@@ -53,12 +51,15 @@ sinkhorn``; larger models with e.g. ``--arch resnet50 --size_crops 224 96``; see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -79,19 +80,17 @@ from step_timing import (
     timed,
 )
 
+import selfsup.swav_unmix.loss as swav_loss_module
+import selfsup.swav_unmix.train as swav_train_module
 from selfsup.shared.models.backbones import ARCHITECTURES
-from selfsup.shared.optim.optimizers import build_optimizer
-from selfsup.shared.optim.schedules import apply_lr
 from selfsup.shared.runtime.cpu import tune_malloc
-from selfsup.shared.runtime.precision import PRECISIONS, autocast, check_precision, make_grad_scaler
+from selfsup.shared.runtime.precision import PRECISIONS, autocast, check_precision
+from selfsup.shared.runtime.trainer import TrainingRun
 from selfsup.swav_unmix.cli import parse_args
-from selfsup.swav_unmix.codes import assignment_codes
-from selfsup.swav_unmix.loss import swapped_prediction_loss
 from selfsup.swav_unmix.model import crop_groups
-from selfsup.swav_unmix.queue import EmbeddingQueue, effective_queue_length
 from selfsup.swav_unmix.sinkhorn import distributed_sinkhorn
-from selfsup.swav_unmix.train import build_model, compute_loss, run_precision
-from selfsup.swav_unmix.unmix import mix_crops, split_unmix_rows
+from selfsup.swav_unmix.train import SwAVUnMixTrainer
+from selfsup.swav_unmix.unmix import mix_crops
 
 BENCHMARK = "swav_step"
 STEP_KINDS = ("bound", "full", "parts", "full_per_crop", "unmix_bound", "unmix_full", "unmix_parts")
@@ -100,6 +99,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_KEY = ("mode", "label")
 SMALL_WIDTH = 32  # default --width of resnet18 here (the architecture's own is 64)
 CIFAR_STEM_MAX_SIDE = 64  # --cifar_stem auto: on when the largest crop is at most this side
+EPOCHS = 100_000  # one placeholder batch per epoch: the schedule outlasts any run of this benchmark
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="steps with dropped prototype gradients, counted over all steps of the run (trainer: 313)",
     )
-    step.add_argument("--base_lr", type=float, default=4.8, help="LARC learning rate (fixed)")
+    step.add_argument("--base_lr", type=float, default=4.8, help="LARC learning rate (no warm-up)")
     step.add_argument("--unmix_prob", type=float, default=0.0, help="Un-Mix global-mixture probability")
     step.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the trainer's --precision")
     step.add_argument("--channels_last", action="store_true", help="the trainer's --channels_last")
@@ -179,53 +179,34 @@ def resolved_cifar_stem(args: argparse.Namespace) -> bool:
     return args.cifar_stem == "true"
 
 
-def trainer_args(args: argparse.Namespace, *, run_swav: bool) -> argparse.Namespace:
-    """``swav-unmix-train``'s own parsed flags for this configuration (its defaults for everything else)."""
+def trainer_args(
+    args: argparse.Namespace, device: torch.device, folder: Path, *, run_swav: bool
+) -> argparse.Namespace:
+    """``swav-unmix-train``'s own parsed flags for this configuration (its defaults for everything else), its
+    run in ``folder`` on a placeholder ``.npz`` of one batch of black images (never read: see the module
+    docstring)."""
+    data = folder / "placeholder.npz"
+    if not data.exists():
+        images = np.zeros((args.batch_size, 8, 8, 3), dtype=np.uint8)
+        labels = np.zeros(args.batch_size, dtype=np.int64)
+        np.savez(data, train_images=images, train_labels=labels, test_images=images, test_labels=labels)
     n = len(args.nmb_crops)
-
-    def ints(values: list[int]) -> list[str]:
-        return [str(v) for v in values]
-
     argv = [
-        "--arch",
-        args.arch,
-        "--width",
-        str(resolved_width(args)),
-        "--nmb_crops",
-        *ints(args.nmb_crops),
-        "--size_crops",
-        *ints(args.size_crops),
-        "--min_scale_crops",
-        *["0.14"] * n,
-        "--max_scale_crops",
-        *["1.0"] * n,
-        "--batch_size",
-        str(args.batch_size),
-        "--nmb_prototypes",
-        str(args.nmb_prototypes),
-        "--feat_dim",
-        str(args.feat_dim),
-        "--hidden_mlp",
-        str(args.hidden_mlp),
-        "--crops_for_assign",
-        *ints(args.crops_for_assign),
-        "--queue_length",
-        str(args.queue_length),
-        "--epsilon",
-        str(args.epsilon),
-        "--sinkhorn_iterations",
-        str(args.sinkhorn_iterations),
-        "--freeze_prototypes_niters",
-        str(args.freeze_prototypes_niters),
-        "--base_lr",
-        str(args.base_lr),
-        "--unmix_prob",
-        str(args.unmix_prob),
-        "--precision",
-        args.precision,
-        "--run_swav",
-        "true" if run_swav else "false",
-    ]
+        "--arch", args.arch, "--width", str(resolved_width(args)),
+        "--nmb_crops", *map(str, args.nmb_crops), "--size_crops", *map(str, args.size_crops),
+        "--min_scale_crops", *["0.14"] * n, "--max_scale_crops", *["1.0"] * n,
+        "--batch_size", str(args.batch_size), "--nmb_prototypes", str(args.nmb_prototypes),
+        "--feat_dim", str(args.feat_dim), "--hidden_mlp", str(args.hidden_mlp),
+        "--crops_for_assign", *map(str, args.crops_for_assign), "--queue_length", str(args.queue_length),
+        "--epoch_queue_starts", "0", "--epsilon", str(args.epsilon),
+        "--sinkhorn_iterations", str(args.sinkhorn_iterations),
+        "--freeze_prototypes_niters", str(args.freeze_prototypes_niters), "--base_lr", str(args.base_lr),
+        "--warmup_epochs", "0", "--epochs", str(EPOCHS), "--unmix_prob", str(args.unmix_prob),
+        "--precision", args.precision, "--run_swav", "true" if run_swav else "false",
+        "--dataset", "npz", "--data_path", str(data), "--dump_path", str(folder / ("swav" if run_swav else "unmix")),
+        "--workers", "0", "--seed", str(args.seed), "--device", str(device), "--no_malloc_tuning",
+        "--no_progress", "--no_tensorboard",
+    ]  # fmt: skip
     if resolved_cifar_stem(args):
         argv.append("--cifar_stem")
     if args.channels_last:
@@ -263,61 +244,98 @@ def sinkhorn_label(args: argparse.Namespace, device: torch.device) -> str:
 # ------------------------------------------------------------------------------------------ measurement
 
 
-class SwAVSteps:
-    """The trainer's model, LARC optimiser, scaler and queue (as ``train()`` builds them), one fixed batch."""
+def start_trainer(
+    args: argparse.Namespace, device: torch.device, folder: Path, *, run_swav: bool
+) -> TrainingRun:
+    """The trainer started on the runtime, at its first epoch (the queue, if any, in use from the start)."""
+    targs = trainer_args(args, device, folder, run_swav=run_swav)
+    run = TrainingRun.start(SwAVUnMixTrainer(targs), targs, ["bench_swav_step"])
+    run.method.on_epoch_start(0)
+    if run.method.queue is not None:
+        run.method.queue.in_use.fill_(True)  # scored from the first step (the trainer: once filled or in use)
+    return run
 
-    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        self.swav_args = trainer_args(args, run_swav=True)
-        self.unmix_args = trainer_args(args, run_swav=False)
-        targs = self.swav_args
-        torch.manual_seed(args.seed)
-        np.random.seed(args.seed)  # Un-Mix draws r and λ from NumPy's global RNG, as the trainer does
-        self.precision = run_precision(targs, device)
-        model = build_model(targs).to(device)
-        if targs.channels_last:  # prepare_model(model, channels_last=..., compile_model=False)
-            model = model.to(memory_format=torch.channels_last)
-        model.train()
-        self.optimizer = build_optimizer(
-            "larc",
-            model.parameters(),
-            lr=targs.base_lr,
-            momentum=0.9,
-            weight_decay=targs.wd,
-            eta=0.001,
-            clip=False,
-        )
-        self.scaler = make_grad_scaler(self.precision, device)
-        self.queue: EmbeddingQueue | None = None
-        queue_length = effective_queue_length(targs.queue_length, targs.batch_size, 1)
-        if queue_length:
-            self.queue = EmbeddingQueue(len(targs.crops_for_assign), queue_length, targs.feat_dim).to(device)
-            self.queue.in_use.fill_(True)  # scored from the first step (the trainer: once filled or in use)
-        self.queue_rows = queue_length
-        self.model, self.device, self.lr = model, device, targs.base_lr
-        self.iteration = 0
+
+@contextlib.contextmanager
+def laps_inside(run: TrainingRun, lap: Callable[[str], None]) -> Iterator[dict[str, bool]]:
+    """During one ``run.step``, a lap at the boundary of each piece the step calls: the pieces (Un-Mix's
+    ``mix_crops``, the model's ``forward_trunk``/``forward_head``, the loss module's ``assignment_codes`` and
+    ``swapped_prediction_loss``, the scaler's ``scale``/``step``, ``named_parameters`` of the freezing) are
+    wrapped, unchanged, for the duration of the block."""
+    seen = {"mixed": False, "froze": False}
+
+    def wrapped(original: Callable[..., Any], before: Callable[[], str | None], after: str | None):
+        def call(*a: Any, **k: Any) -> Any:
+            name = before()
+            if name:
+                lap(name)
+            out = original(*a, **k)
+            if after:
+                lap(after)
+            return out
+
+        return call
+
+    def mark(key: str, name: str) -> Callable[[], str]:
+        def before() -> str:
+            seen[key] = True
+            return name
+
+        return before
+
+    model, scaler = run.method.model, run.ctx.scaler
+    patches = [
+        (swav_train_module, "mix_crops", mark("mixed", "prepare"), "mix"),
+        (model, "forward_trunk", lambda: "mix" if seen["mixed"] else "prepare", "trunk_forward"),
+        (model, "forward_head", lambda: None, "head_forward"),
+        (swav_loss_module, "assignment_codes", lambda: "loss", "codes"),
+        (swav_loss_module, "swapped_prediction_loss", lambda: None, "loss"),
+        (scaler, "scale", lambda: "loss", None),
+        (model, "named_parameters", mark("froze", "backward"), None),
+        (scaler, "step", lambda: "freeze" if seen["froze"] else "backward", None),
+    ]
+    with contextlib.ExitStack() as stack:
+        for owner, name, before, after in patches:
+            stack.enter_context(mock.patch.object(owner, name, wrapped(getattr(owner, name), before, after)))
+        yield seen
+
+
+class SwAVSteps:
+    """The started trainers (SwAV and Un-Mix, as needed by ``kinds``) and one fixed batch of random crops."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, kinds: tuple[str, ...], folder: Path):
+        self.runs: dict[bool, TrainingRun] = {}
+        for unmix in (False, True):
+            if any(k.startswith("unmix_") == unmix for k in kinds):
+                self.runs[unmix] = start_trainer(args, device, folder, run_swav=not unmix)
+        first = next(iter(self.runs.values()))
+        targs, model = first.ctx.args, first.method.model
+        self.device, self.precision = device, first.ctx.precision
         self.crops = [
             torch.randn(targs.batch_size, 3, size, size, device=device)
             for n, size in zip(targs.nmb_crops, targs.size_crops)
             for _ in range(n)
         ]
+        self.batch = (self.crops, torch.zeros(targs.batch_size, dtype=torch.long))
         # the bound of Un-Mix: the trunk on one fixed forward list (mixed once here, RNG of its own)
         fixed = mix_crops(
             self.crops, unmix_prob=targs.unmix_prob, beta=targs.unmix_beta, rng=np.random.RandomState(0)
         )
-        self.unmix_inputs = self._memory_format(fixed.crops)
+        self.unmix_inputs = self._memory_format(fixed.crops, targs.channels_last)
+        self.swav_inputs = self._memory_format(self.crops, targs.channels_last)
         self.parameters = sum(p.numel() for p in model.parameters())
         self.trunk_parameters = sum(p.numel() for p in model.backbone.parameters())
+        self.queue_rows = first.method.queue_length
 
-    def _memory_format(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
-        if self.swav_args.channels_last:
-            return [c.contiguous(memory_format=torch.channels_last) for c in crops]
-        return crops
+    @staticmethod
+    def _memory_format(crops: list[torch.Tensor], channels_last: bool) -> list[torch.Tensor]:
+        return [c.contiguous(memory_format=torch.channels_last) for c in crops] if channels_last else crops
 
     def bound(self, unmix: bool, lap: Callable[[str], None] = no_laps) -> None:
         """The trunk's forward (autocast, one call per resolution group) and backward on all forward crops;
         loss = sum of the pooled features; no head, no Sinkhorn, no optimiser."""
-        model = self.model
-        crops = self.unmix_inputs if unmix else self._memory_format(self.crops)
+        model = self.runs[unmix].method.model
+        crops = self.unmix_inputs if unmix else self.swav_inputs
         with autocast(self.precision, self.device):
             features = [model.backbone(torch.cat(list(crops[a:b]))) for a, b in crop_groups(crops)]
         lap("forward")
@@ -327,111 +345,39 @@ class SwAVSteps:
         lap("backward")
 
     def full(self, unmix: bool, forward_mode: str = "grouped") -> dict[str, torch.Tensor]:
-        """``step_fn`` of ``train()`` (selfsup/swav_unmix/train.py), statement for statement; the learning
-        rate is fixed (``--base_lr``) instead of read from the warm-up + cosine array."""
-        args = self.unmix_args if unmix else self.swav_args
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        model.forward_mode = forward_mode
+        """The trainer's step, ``run.step(batch)`` (``forward_mode`` switched for this step only)."""
+        run = self.runs[unmix]
+        run.method.model.forward_mode = forward_mode
         try:
-            iteration = self.iteration
-            apply_lr(optimizer, self.lr)
-            model.normalize_prototypes()
-            crops = [c.to(self.device, non_blocking=True) for c in self.crops]
-            if args.channels_last:
-                crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
-            scalars = compute_loss(model, model, crops, args, queue=self.queue, precision=self.precision)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(scalars["loss"]).backward()
-            if iteration < args.freeze_prototypes_niters:
-                for name, p in model.named_parameters():
-                    if "prototypes" in name:
-                        p.grad = None
-            scaler.step(optimizer)
-            scaler.update()
-            self.iteration = iteration + 1
-            return {name: value.detach() for name, value in scalars.items()}
+            return run.step(self.batch)
         finally:
-            model.forward_mode = "grouped"
+            run.method.model.forward_mode = "grouped"
 
     def parts(self, unmix: bool, lap: Callable[[str], None]) -> torch.Tensor:
-        """:meth:`full` with ``compute_loss`` unrolled in its own order and a lap after each part."""
-        args = self.unmix_args if unmix else self.swav_args
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        iteration = self.iteration
-        apply_lr(optimizer, self.lr)
-        model.normalize_prototypes()
-        crops = [c.to(self.device, non_blocking=True) for c in self.crops]
-        if args.channels_last:
-            crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
-        lap("prepare")
-        # compute_loss, unrolled (runner = model: model(inputs) = forward_head(forward_trunk(inputs)))
-        bs = crops[0].shape[0]
-        mixed = None if args.run_swav else mix_crops(crops, unmix_prob=args.unmix_prob, beta=args.unmix_beta)
-        inputs = crops if mixed is None else mixed.crops
-        lap("mix")
-        with autocast(self.precision, self.device):
-            features = model.forward_trunk(inputs)
-            lap("trunk_forward")
-            embedding, scores = model.forward_head(features)
-        lap("head_forward")
-        embedding = embedding.detach()
-
-        def swav(scores_: torch.Tensor, embedding_: torch.Tensor, reverse: bool) -> torch.Tensor:
-            codes = assignment_codes(
-                scores_,
-                embedding_,
-                batch_size=bs,
-                crops_for_assign=args.crops_for_assign,
-                prototypes=model.prototypes.weight.detach(),
-                queue=self.queue,
-                epsilon=args.epsilon,
-                sinkhorn_iterations=args.sinkhorn_iterations,
-                reverse_first=reverse,
-            )
-            lap("codes")
-            loss_ = swapped_prediction_loss(scores_, codes, batch_size=bs, temperature=args.temperature)
-            lap("loss")
-            return loss_
-
-        if mixed is None:
-            loss = swav(scores, embedding, False)
-        else:
-            scores_ori, scores_mix = split_unmix_rows(scores, bs)
-            emb_ori, emb_mix = split_unmix_rows(embedding, bs)
-            lap("loss")
-            loss_ori = swav(scores_ori, emb_ori, False)
-            loss_mix = swav(scores_mix, emb_mix, False)
-            loss_mix_rev = swav(scores_mix, emb_mix, True)
-            lam = mixed.lam
-            loss = loss_ori + lam * loss_mix + (1.0 - lam) * loss_mix_rev
-            scalars = {
-                "loss": loss,
-                "loss_ori": loss_ori,
-                "loss_mix": loss_mix,
-                "loss_mix_rev": loss_mix_rev,
-                "lam": torch.tensor(lam, dtype=torch.float32, device=self.device),
-            }
-            del scalars
-            lap("loss")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        lap("backward")
-        if iteration < args.freeze_prototypes_niters:
-            for name, p in model.named_parameters():
-                if "prototypes" in name:
-                    p.grad = None
-        lap("freeze")
-        scaler.step(optimizer)
-        scaler.update()
-        self.iteration = iteration + 1
+        """:meth:`full` with a lap after each of its pieces (:func:`laps_inside`)."""
+        run = self.runs[unmix]
+        with laps_inside(run, lap):
+            scalars = run.step(self.batch)
         lap("optimizer")
-        return loss.detach()
+        return scalars["loss"]
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.close()
 
 
 def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    steps = SwAVSteps(args, device)
-    cpu = device.type == "cpu"
     kinds = tuple(k for k in STEP_KINDS if k in args.kinds)
+    with tempfile.TemporaryDirectory(prefix="bench_swav_step_") as folder:
+        steps = SwAVSteps(args, device, kinds, Path(folder))
+        try:
+            return _measure(steps, args, device, kinds)
+        finally:
+            steps.close()
+
+
+def _measure(steps: SwAVSteps, args: argparse.Namespace, device: torch.device, kinds: tuple[str, ...]):
+    cpu = device.type == "cpu"
     records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     losses: list[float] = []
     load_before = os.getloadavg()
@@ -445,6 +391,8 @@ def measure_steps(args: argparse.Namespace, device: torch.device) -> dict[str, A
                 rec = timed(device, lambda u=unmix, laps=laps: steps.bound(u, laps if cpu else no_laps))
             elif kind.endswith("parts"):
                 rec = timed(device, lambda u=unmix, laps=laps, out=out: out.update(loss=steps.parts(u, laps)))
+                laps.times.setdefault("mix", 0.0)  # SwAV mixes nothing
+                laps.times.setdefault("freeze", 0.0)  # past --freeze_prototypes_niters: no freezing
             else:
                 mode = "per_crop" if kind == "full_per_crop" else "grouped"
                 rec = timed(device, lambda u=unmix, m=mode, out=out: out.update(steps.full(u, m)))
@@ -645,21 +593,10 @@ def summarize_sinkhorn(raw: dict[str, Any], args: argparse.Namespace, device: to
 
 
 RATIO_COLUMNS = (
-    "configuration",
-    "step",
-    "bound ms",
-    "full ms",
-    "bound img/s",
-    "full img/s",
-    "full/bound",
-    ">= 0.97",
-    "full/bound: fastest steps",
-    "full/bound: CPU time",
-    "full/bound: paired",
-    "A/A: full/full",
-    "preemptions/step",
-    "load before / after",
-)
+    "configuration", "step", "bound ms", "full ms", "bound img/s", "full img/s", "full/bound", ">= 0.97",
+    "full/bound: fastest steps", "full/bound: CPU time", "full/bound: paired", "A/A: full/full",
+    "preemptions/step", "load before / after",
+)  # fmt: skip
 
 
 def ratio_rows(run: dict[str, Any]) -> list[str]:
@@ -671,43 +608,27 @@ def ratio_rows(run: dict[str, Any]) -> list[str]:
         c = run[key]
         b, f = run["kinds"][c["bound"]], run["kinds"][c["full"]]
         aa = c.get("aa_ratio_full_over_full")
-        rows.append(
-            markdown_row(
-                [
-                    run["label"],
-                    name,
-                    milliseconds(b["step_s_median"]),
-                    milliseconds(f["step_s_median"]),
-                    f"{b['images_per_s']:.1f}",
-                    f"{f['images_per_s']:.1f}",
-                    f"{c['ratio_full_over_bound']:.3f}",
-                    "yes" if c["target_met"] else "no",
-                    f"{c['ratio_of_min_steps']:.3f}",
-                    f"{c['ratio_of_cpu_time_medians']:.3f}",
-                    f"{c['ratio_paired_median']:.3f}",
-                    "-" if aa is None else f"{aa:.3f}",
-                    f"{f['preemptions_per_step']:.0f}",
-                    load_averages(run["load_average_1_5_15_min_before_after"]),
-                ]
-            )
-        )
+        cells = [
+            run["label"], name, milliseconds(b["step_s_median"]), milliseconds(f["step_s_median"]),
+            f"{b['images_per_s']:.1f}", f"{f['images_per_s']:.1f}", f"{c['ratio_full_over_bound']:.3f}",
+            "yes" if c["target_met"] else "no", f"{c['ratio_of_min_steps']:.3f}",
+            f"{c['ratio_of_cpu_time_medians']:.3f}", f"{c['ratio_paired_median']:.3f}",
+            "-" if aa is None else f"{aa:.3f}", f"{f['preemptions_per_step']:.0f}",
+            load_averages(run["load_average_1_5_15_min_before_after"]),
+        ]  # fmt: skip
+        rows.append(markdown_row(cells))
     return rows
 
 
 GAP_COLUMNS = (
-    "configuration",
-    "step",
-    "gap ms",
-    "prepare ms",
-    "mix ms",
-    "trunk forward extra ms",
-    "head forward ms",
-    "codes (Sinkhorn) ms",
-    "loss ms",
-    "backward extra ms",
-    "freeze ms",
-    "LARC ms",
-)
+    "configuration", "step", "gap ms", "prepare ms", "mix ms", "trunk forward extra ms", "head forward ms",
+    "codes (Sinkhorn) ms", "loss ms", "backward extra ms", "freeze ms", "LARC ms",
+)  # fmt: skip
+#: the parts of ``gap_breakdown_s`` in the columns' order, with their decimals
+GAP_PARTS = (
+    ("prepare", 1), ("mix", 1), ("trunk_forward_extra", 1), ("head_forward", 1), ("codes", 1), ("loss", 1),
+    ("backward_extra", 1), ("freeze", 2), ("optimizer", 1),
+)  # fmt: skip
 
 
 def gap_rows(run: dict[str, Any]) -> list[str]:
@@ -716,24 +637,8 @@ def gap_rows(run: dict[str, Any]) -> list[str]:
         if key not in run or "gap_breakdown_s" not in run[key]:
             continue
         g = run[key]["gap_breakdown_s"]
-        rows.append(
-            markdown_row(
-                [
-                    run["label"],
-                    name,
-                    milliseconds(run[key]["gap_s"], 1),
-                    milliseconds(g["prepare"], 1),
-                    milliseconds(g["mix"], 1),
-                    milliseconds(g["trunk_forward_extra"], 1),
-                    milliseconds(g["head_forward"], 1),
-                    milliseconds(g["codes"], 1),
-                    milliseconds(g["loss"], 1),
-                    milliseconds(g["backward_extra"], 1),
-                    milliseconds(g["freeze"], 2),
-                    milliseconds(g["optimizer"], 1),
-                ]
-            )
-        )
+        parts = [milliseconds(g[part], digits) for part, digits in GAP_PARTS]
+        rows.append(markdown_row([run["label"], name, milliseconds(run[key]["gap_s"], 1), *parts]))
     return rows
 
 
@@ -760,31 +665,20 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
 
 
 SINKHORN_COLUMNS = (
-    "prototypes x rows",
-    "median ms",
-    "q1 - q3 ms",
-    "min ms",
-    "ns per score",
-    "runs",
-    "load before / after",
-)
+    "prototypes x rows", "median ms", "q1 - q3 ms", "min ms", "ns per score", "runs", "load before / after",
+)  # fmt: skip
 
 
 def sinkhorn_rows(run: dict[str, Any]) -> list[str]:
-    return [
-        markdown_row(
-            [
-                f"{c['prototypes']:,} x {c['rows']:,}",
-                f"{c['ms_median']:.2f}",
-                f"{c['ms_q1']:.2f} - {c['ms_q3']:.2f}",
-                f"{c['ms_min']:.2f}",
-                f"{c['ns_per_element']:.2f}",
-                str(c["runs"]),
-                load_averages(run["load_average_1_5_15_min_before_after"]),
-            ]
-        )
-        for c in run["cases"]
-    ]
+    load = load_averages(run["load_average_1_5_15_min_before_after"])
+    rows = []
+    for c in run["cases"]:
+        cells = [
+            f"{c['prototypes']:,} x {c['rows']:,}", f"{c['ms_median']:.2f}", f"{c['ms_q1']:.2f} - {c['ms_q3']:.2f}",
+            f"{c['ms_min']:.2f}", f"{c['ns_per_element']:.2f}", str(c["runs"]), load,
+        ]  # fmt: skip
+        rows.append(markdown_row(cells))
+    return rows
 
 
 def print_tables(output: Path, device: torch.device) -> None:

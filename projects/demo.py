@@ -16,8 +16,8 @@ from collections.abc import Callable
 #: ``"module:function"`` when one module serves several methods. A project adds its line here when it lands.
 DEMOS: dict[str, str] = {
     "moco": "selfsup.moco.demo",
-    "cmc": "selfsup.cmc.demo_cmc",
-    "cmc-moco": "selfsup.cmc.demo",
+    "cmc": "selfsup.cmc.demo",
+    "cmc-moco": "selfsup.cmc.demo_moco",
     "swav": "selfsup.swav_unmix.demo:main_swav",
     "unmix": "selfsup.swav_unmix.demo:main_unmix",
     "intl": "selfsup.intl.demo:main_intl",

@@ -37,11 +37,12 @@ def test_train_then_evaluate_from_the_command_line(tmp_path: Path):
 
 def test_demo_runs_and_writes_its_outputs(tmp_path: Path, capsys):
     assert demo_main(["--output", str(tmp_path), "--epochs", "1"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "moco" / "results.json").read_text())
     assert set(results["summary"]) == {"pretrained", "random_init"}
     for row in results["summary"].values():
         assert 0.0 < row["knn_top1"] <= 100.0 and 0.0 < row["linear_top1"] <= 100.0
-    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert results["calibration"]["epochs"] == 1 and results["calibration"]["fixed"]
+    assert (tmp_path / "moco" / "loss.png").stat().st_size > 0
     assert "random_init" in capsys.readouterr().out
 
 
@@ -73,7 +74,7 @@ def test_selfsup_checkpoint_is_evaluated_with_its_training_normalisation(tmp_pat
 def test_selfsup_demo_dispatches_to_the_method_and_moco_demo_stays_an_alias(tmp_path: Path):
     run = cli("selfsup-demo", "--method", "moco", "--epochs", "1", "--output", str(tmp_path / "a"))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert json.loads((tmp_path / "a" / "results.json").read_text())["train_flags"]
+    assert json.loads((tmp_path / "a" / "moco" / "results.json").read_text())["train_flags"]
     assert "random_init" in run.stdout
     help_text = cli("moco-demo", "--help")
     assert help_text.returncode == 0 and "--epochs" in help_text.stdout
@@ -97,7 +98,7 @@ def test_every_registered_demo_has_a_main():
 
 
 def test_cmc_moco_demo_runs_and_writes_its_outputs(tmp_path: Path, capsys):
-    from selfsup.cmc.demo import main as cmc_demo
+    from selfsup.cmc.demo_moco import main as cmc_demo
 
     assert cmc_demo(["--output", str(tmp_path), "--epochs", "1"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
@@ -109,7 +110,7 @@ def test_cmc_moco_demo_runs_and_writes_its_outputs(tmp_path: Path, capsys):
 @pytest.mark.slow
 def test_cmc_moco_demo_beats_the_random_encoder(tmp_path: Path):
     """The full demo (about 3 minutes): pre-training must beat random initialisation on both probes."""
-    from selfsup.cmc.demo import main as cmc_demo
+    from selfsup.cmc.demo_moco import main as cmc_demo
 
     assert cmc_demo(["--output", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]

@@ -2,6 +2,7 @@
 there, and no module of the core imports a project."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,47 @@ def test_the_core_never_imports_a_project():
             for name in names:
                 parts = name.split(".")
                 assert not (parts[0] == "selfsup" and len(parts) > 1 and parts[1] in PROJECTS), (path, name)
+
+
+#: Method and repository names that must not name anything in the training core.
+METHOD_NAME = re.compile(r"moco|cmc|insdis|swav|unmix|intl|cwrgp|cw_rgp|wmse|eveningglow", re.IGNORECASE)
+#: Folders of shared/ whose job is to read every original's checkpoints and protocols (they name them).
+HARNESS = {"evaluation", "checkpoints", "tests"}
+#: Names the harness needs to rebuild an original without importing a project, and normalisation names that
+#: checkpoints store (``input_normalization``), which ``selfsup-eval`` resolves.
+ALLOWED = {
+    "models/alexnet.py": {"CMCAlexNetHalf", "CMC_ALEXNET_HALF", "build_cmc_alexnet_half", "cmc_alexnet_half"},
+    "data/transforms.py": {"swav", "cifar_swav"},
+}
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """Functions, classes, assignment targets, arguments and short identifier-like strings (registry keys)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"[A-Za-z_][\w.-]{0,40}", node.value)
+        ):
+            names.add(node.value)
+    return names
+
+
+def test_the_training_core_names_no_method():
+    offenders = {}
+    for path in sorted(SHARED.rglob("*.py")):
+        relative = path.relative_to(SHARED)
+        if relative.parts[0] in HARNESS:
+            continue
+        named = {n for n in _defined_names(ast.parse(path.read_text())) if METHOD_NAME.search(n)}
+        named -= ALLOWED.get(relative.as_posix(), set())
+        if named:
+            offenders[relative.as_posix()] = sorted(named)
+    assert not offenders, f"method-specific code in shared/ (move it into its project): {offenders}"

@@ -52,3 +52,28 @@ def test_quickstart_extraction_reports_a_broken_readme(text, message):
 def test_quickstart_extraction_skips_comments_and_blank_lines():
     text = "intro\n## Quick start\n\n```bash\n# set up\n\npip install x\n  nox  \n```\n"
     assert load_tool().quickstart_lines(text) == ["pip install x", "nox"]
+
+
+def _help(entry) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        entry.parse_args(["--help"])
+    return out.getvalue()
+
+
+def test_the_common_flags_the_readme_lists_are_flags_of_every_trainer():
+    import re
+
+    from selfsup.shared.runtime.registry import registered_trainers
+
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("Common flags of every trainer:") :].split("(a test checks")[0]
+    flags = set(re.findall(r"`(--[a-z_]+)", paragraph))
+    assert len(flags) >= 10, paragraph
+    for name, entry in registered_trainers().items():
+        text = _help(entry)
+        missing = sorted(flag for flag in flags if not re.search(rf"{flag}\b", text))
+        assert not missing, f"{entry.prog} ({name}) lacks the README's common flags {missing}"

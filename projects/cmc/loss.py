@@ -1,7 +1,31 @@
-"""The two objectives of CMC, InsDis and their MoCo variant, as pure functions of the contrast's scores.
+"""The objectives of ``cmc-train`` and ``cmc-moco-ins-train`` as the trainers run them, on the contrast's scores.
 
-The scores come from :mod:`selfsup.cmc.contrast` (which owns the memory banks, the queue and the constants Z);
-these functions hold no state.
+The scores come from :mod:`selfsup.cmc.contrast` (which owns the memory banks, the queue and the constants Z;
+these functions hold no state). Each row of a score matrix is one anchor: column 0 its positive, columns 1..K
+its negatives (uniform memory rows, or the MoCo queue). One term per row set, :func:`contrast_loss`:
+
+* NCE (the default; Wu et al. 2018, §3.2): :func:`nce_loss` on ``P = exp(s/τ)/Z`` with the constant Z set once
+  from the first batch (``Z = N · mean exp(s/τ)``);
+* softmax cross-entropy (``--softmax``; CMC's and MoCo's (K+1)-way form): :func:`softmax_loss` on ``s/τ``.
+
+The trainers' objectives (:func:`cmc_objective`, :func:`instance_objective`):
+
+* CMC (Tian, Krishnan and Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849), two
+  views L and ab (or Y and CbCr), each scored against the *other* view's memory bank, summed over both
+  directions:
+
+      L_CMC = L(s_l) + L(s_ab),   s_l[b, j] = ⟨m_ab[i_bj], z_l,b⟩,   s_ab[b, j] = ⟨m_l[i_bj], z_ab,b⟩
+
+  with unit features ``z`` of the two encoders, memories ``m_l``, ``m_ab`` (``--nce_m`` running averages of
+  each image's features), ``i_b0`` the image itself and ``i_b1..K`` uniform (``--nce_k``);
+* InsDis (Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018,
+  arXiv:1805.01978): one RGB encoder against its own memory bank, ``L(s)`` with
+  ``s[b, j] = ⟨m[i_bj], z_b⟩``;
+* MoCo (He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
+  arXiv:1911.05722, Eq. 1), the CMC repository's variant: ``L(s)`` with ``s[b] = [⟨q_b, k_b⟩, ⟨q_b, queue_j⟩]``,
+  keys ``k`` from the parameter-EMA key encoder with shuffle BN and a queue of ``--nce_k`` keys.
+
+``L`` is the mean over the batch; the scores and the losses are fp32 whatever the encoders' precision.
 """
 
 from __future__ import annotations
@@ -9,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["nce_loss", "softmax_loss"]
+__all__ = ["cmc_objective", "contrast_loss", "instance_objective", "nce_loss", "softmax_loss"]
 
 
 def nce_loss(probs: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch.Tensor:
@@ -80,3 +104,36 @@ def softmax_loss(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)
+
+
+def contrast_loss(scores: torch.Tensor, *, softmax: bool, num_data: int) -> torch.Tensor:
+    """One set of anchors' term ``L(s)``: :func:`softmax_loss` of the logits ``s/τ`` with ``softmax``
+    (``--softmax``), else :func:`nce_loss` of the probabilities ``exp(s/τ)/Z`` with ``P_n = 1/num_data``."""
+    return softmax_loss(scores) if softmax else nce_loss(scores, num_data)
+
+
+def cmc_objective(
+    out_l: torch.Tensor, out_ab: torch.Tensor, *, softmax: bool, num_data: int
+) -> dict[str, torch.Tensor]:
+    """CMC's two-view objective ``L_CMC = L(s_l) + L(s_ab)`` (module docstring), from
+    :class:`~selfsup.cmc.contrast.CMCContrast`'s ``(out_l, out_ab)``.
+
+    Returns ``loss`` (minimised), the two terms ``l_loss`` = L(s_l) (L anchors against the ab memory) and
+    ``ab_loss`` = L(s_ab), and, as the original logs them, the mean positive "probability" (column 0) of each
+    view, ``l_prob`` and ``ab_prob``."""
+    l_loss = contrast_loss(out_l, softmax=softmax, num_data=num_data)
+    ab_loss = contrast_loss(out_ab, softmax=softmax, num_data=num_data)
+    return {
+        "loss": l_loss + ab_loss,
+        "l_loss": l_loss,
+        "ab_loss": ab_loss,
+        "l_prob": out_l[:, 0].mean(),
+        "ab_prob": out_ab[:, 0].mean(),
+    }
+
+
+def instance_objective(out: torch.Tensor, *, softmax: bool, num_data: int) -> dict[str, torch.Tensor]:
+    """InsDis's and (CMC-repository) MoCo's objective ``L(s)`` (module docstring), from
+    :class:`~selfsup.cmc.contrast.InsDisContrast` or :class:`~selfsup.cmc.contrast.MoCoContrast`; returns
+    ``loss`` and ``prob``, the mean positive column as the original logs it."""
+    return {"loss": contrast_loss(out, softmax=softmax, num_data=num_data), "prob": out[:, 0].mean()}

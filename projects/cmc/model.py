@@ -30,10 +30,15 @@ Differences from the original:
   single-stream trainer are additions for small-image runs and demos;
 * a ``layer`` outside 1..8 (AlexNet) / 1..7 (ResNet) raises; the original returned the input for
   ``layer <= 0`` and the embedding above the range.
+
+The key encoder of the repository's MoCo trainer (``train_moco_ins.py --moco``) is an exact copy of the encoder
+(:func:`key_encoder`), updated by :func:`momentum_update` (parameters only) and run by :func:`encode_keys` (BN on
+batch statistics, shuffle BN).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -42,8 +47,10 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from selfsup.shared.checkpoints.backbone_layout import strip_prefix
+from selfsup.shared.distributed import batch_shuffle_ddp, batch_unshuffle_ddp, get_world_size
 from selfsup.shared.models.alexnet import CMCAlexNetHalf
 from selfsup.shared.models.backbones import ARCHITECTURES, BackboneConfig, Block, ResNet
+from selfsup.shared.runtime.precision import autocast
 
 __all__ = [
     "CMC_MODELS",
@@ -58,7 +65,11 @@ __all__ = [
     "InsResNet",
     "ResNetEncoder",
     "build_cmc_model",
+    "encode_keys",
+    "key_encoder",
+    "key_encoder_mode",
     "l2_normalize",
+    "momentum_update",
 ]
 
 #: Prefix of the encoder's keys in the original checkpoints (``self.encoder = nn.DataParallel(net)``).
@@ -331,3 +342,48 @@ def build_cmc_model(name: str, *, feat_dim: int = 128, cifar_stem: bool = False)
             raise ValueError("--model alexnet has no CIFAR stem (cifar_stem is for the ResNets)")
         return builder(feat_dim=feat_dim)
     return builder(feat_dim=feat_dim, cifar_stem=cifar_stem)
+
+
+# ------------------------------------------------------------------------- the MoCo trainer's key encoder
+
+
+def key_encoder(model: nn.Module) -> nn.Module:
+    """The original's ``moment_update(model, model_ema, 0)`` at start-up: an exact copy, without gradients."""
+    model_ema = copy.deepcopy(model)
+    for param in model_ema.parameters():
+        param.requires_grad = False
+    return model_ema
+
+
+def key_encoder_mode(model_ema: nn.Module) -> None:
+    """The original's ``model_ema.eval()`` followed by ``train()`` on every BN layer: keys use batch statistics."""
+    model_ema.eval()
+    for module in model_ema.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+
+
+@torch.no_grad()
+def encode_keys(model_ema: nn.Module, x_k: torch.Tensor, precision: str) -> torch.Tensor:
+    """Key features (fp32) of ``x_k`` with shuffle BN: the batch permuted across ranks under DDP
+    (``batch_shuffle_ddp``), by a local ``randperm`` on one device; the key encoder runs under ``precision``'s
+    autocast in :func:`key_encoder_mode`."""
+    key_encoder_mode(model_ema)
+    if get_world_size() > 1:
+        shuffled, idx_unshuffle = batch_shuffle_ddp(x_k)
+        with autocast(precision, x_k.device):
+            keys = model_ema(shuffled)
+        return batch_unshuffle_ddp(keys.float(), idx_unshuffle)
+    perm = torch.randperm(x_k.shape[0], device=x_k.device)
+    with autocast(precision, x_k.device):
+        keys = model_ema(x_k[perm])
+    return keys.float()[torch.argsort(perm)]
+
+
+@torch.no_grad()
+def momentum_update(model_ema: nn.Module, model: nn.Module, alpha: float) -> None:
+    """``θ_k ← α·θ_k + (1−α)·θ_q`` over parameters only, not buffers (the original's ``moment_update``,
+    ``--alpha``)."""
+    ema = [p.data for p in model_ema.parameters()]
+    online = [p.data for p in model.parameters()]
+    torch._foreach_lerp_(ema, online, 1.0 - alpha)

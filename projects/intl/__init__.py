@@ -4,10 +4,11 @@ Weng et al., "Modulate Your Spectrum in Self-Supervised Learning" (ICLR 2024, ar
 "An Investigation into Whitening Loss for Self-supervised Learning" (NeurIPS 2022, arXiv:2210.03586).
 
 * :mod:`.whitening` - IterNorm, the exact spectral power transform, CW-RGP's group ZCA (fp32);
-* :mod:`.loss` - normalised MSE, trace loss and β, the ``intl`` / ``intl_m`` / CW-RGP losses;
+* :mod:`.loss` - the objectives as the trainers run them: normalised MSE, trace loss and β, whitening over the
+  global batch, the ``intl`` / ``intl_m`` / CW-RGP losses;
 * :mod:`.model` - INTL's trunk + projector (+ EMA copies) and CW-RGP's encoder + head;
+* :mod:`.schedules` - the per-step learning rates of both;
 * :mod:`.transforms` - the training views of both;
-* :mod:`.engine` - the training loader, resume and checkpoint entries both trainers share;
-* :mod:`.cli`, :mod:`.train` - ``intl-train``;
-* :mod:`.cwrgp_cli`, :mod:`.cwrgp_train` - ``cwrgp-train``.
+* :mod:`.cli`, :mod:`.train` - ``intl-train`` on the shared trainer runtime (entries ``intl``, ``intl_m``);
+* :mod:`.cwrgp_cli`, :mod:`.cwrgp_train` - ``cwrgp-train`` (entry ``cwrgp``, one process).
 """

@@ -2,15 +2,13 @@
 one process. Weng et al., "An Investigation into Whitening Loss for Self-supervised Learning" (NeurIPS 2022,
 arXiv:2210.03586); spec ``intl.md`` App. A. Flags and their defaults: :mod:`.cwrgp_cli`.
 
-Per step (``base/methods/cwrgp.py``): the learning rate of :func:`learning_rate`; the ``--num_samples`` views of
-each image through the encoder one view at a time (its BatchNorm sees each view's batch, as the original), the
-head once on all views concatenated; then ``--w_iter`` times: a random partition of the batch into sub-batches
-of ``--w_size`` (``torch.randperm``), each view's sub-batch whitened by group ZCA
-(:func:`~selfsup.intl.whitening.group_zca_whitening`, ``--group`` groups, fp32) after a fresh random permutation
-of the ``--emb`` features per sub-batch and view (none with ``--no_rg``; the permutations are drawn from the
-CPU generator in the original's order), and :func:`~selfsup.intl.loss.pairwise_mse_loss` over the view pairs on
-the whole batch (normalised MSE; ``F.mse_loss`` with ``--no_norm``); the loss is the mean over the ``w_iter``
-repetitions (:func:`whitened_pairwise_loss`). Adam (``--lr``, L2 ``--weight_decay``); fp32 unless
+The set-up of :class:`CWRGPTrainer` on the shared runtime (:mod:`selfsup.shared.runtime.trainer`). Per step
+(``base/methods/cwrgp.py``): the learning rate of :func:`~selfsup.intl.schedules.cwrgp_lr`; the
+``--num_samples`` views of each image through :meth:`~selfsup.intl.model.CWRGPModel.embed_views` (the encoder
+one view at a time, the head once on all views concatenated); then CW-RGP's loss,
+:func:`~selfsup.intl.loss.whitened_pairwise_loss` (``--w_iter`` random partitions into sub-batches of
+``--w_size``, group ZCA with random grouping, normalised MSE over the view pairs; the permutations are drawn
+from the CPU generator in the original's order). Adam (``--lr``, L2 ``--weight_decay``); fp32 unless
 ``--precision`` (the whitening and the loss always run in fp32).
 
 Network (:class:`~selfsup.intl.model.CWRGPModel`): ResNet (``--arch resnet18``, zero-initialised residual BN) with
@@ -33,10 +31,11 @@ every ``--save_freq`` (500) epochs, and ``checkpoint_<env_name>.pth.tar`` after 
 ``export`` lets ``selfsup-eval`` read the encoder. ``config.json``, ``log.csv`` and ``eval.csv`` sit in
 ``--ckpt_dir/<env_name>/``.
 
-Evaluation (``--eval_every`` 10, from epoch ``--epochs − drop[0]`` on every ``--eval_every_drop`` 5, as the
-original; 0: never): the last checkpoint through ``selfsup-eval``'s ``nn5`` kNN preset (``k`` = ``--knn``) and
-``intl_cifar`` linear preset (Adam probe on cached features), both with the training normalisation (W-MSE's
-evaluation uses each dataset's own constants), logged as ``acc_knn``, ``acc``, ``acc_5`` (the original's names).
+Evaluation (:meth:`CWRGPTrainer.after_epoch`; ``--eval_every`` 10, from epoch ``--epochs − drop[0]`` on every
+``--eval_every_drop`` 5, as the original; 0: never): the last checkpoint through ``selfsup-eval``'s ``nn5`` kNN
+preset (``k`` = ``--knn``) and ``intl_cifar`` linear preset (Adam probe on cached features), both with the
+training normalisation (W-MSE's evaluation uses each dataset's own constants), logged to ``eval.csv`` as
+``acc_knn``, ``acc``, ``acc_5`` (the original's names).
 
 Differences from the original besides the stem: ``--lr_step cos`` follows W-MSE (the cosine steps after the
 warm-up; CW-RGP's ``train.py`` reads a missing ``cfg.warmup_cnt`` there and stops); ``--start_epoch`` only comes
@@ -47,7 +46,6 @@ original's ``nn.DataParallel`` splits the encoder's BatchNorm batch over the GPU
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import tempfile
@@ -57,35 +55,38 @@ from typing import Any
 import torch
 
 from selfsup.intl.cwrgp_cli import parse_args
-from selfsup.intl.engine import find_resume, restore_training_state, selfsup_entries, training_data
-from selfsup.intl.loss import pairwise_mse_loss
+from selfsup.intl.loss import whitened_pairwise_loss
 from selfsup.intl.model import CWRGPModel
+from selfsup.intl.schedules import cwrgp_lr
+from selfsup.intl.train import checkpoint_layout
 from selfsup.intl.transforms import multi_view, wmse_transform
-from selfsup.intl.whitening import group_zca_whitening
-from selfsup.shared.checkpoints.io import atomic_save
-from selfsup.shared.data import build_dataset, dataset_info
-from selfsup.shared.distributed import cleanup, init_distributed
+from selfsup.shared.data import SeededTransformDataset, build_dataset, dataset_info
 from selfsup.shared.evaluation import evaluate_checkpoint
 from selfsup.shared.models.backbones import BackboneConfig
 from selfsup.shared.optim.schedules import apply_lr
-from selfsup.shared.runtime.config import freeze, run_record, save_run_config
-from selfsup.shared.runtime.cpu import tune_malloc
-from selfsup.shared.runtime.entrypoint import run_reporting_errors
-from selfsup.shared.runtime.logger import MetricLogger, get_logger
-from selfsup.shared.runtime.loop import run_epochs
-from selfsup.shared.runtime.precision import autocast, make_grad_scaler, prepare_model, resolve_precision
-from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
+from selfsup.shared.runtime.entrypoint import run_trainer
+from selfsup.shared.runtime.logger import MetricLogger
+from selfsup.shared.runtime.precision import autocast, prepare_model
+from selfsup.shared.runtime.registry import TrainerEntry
+from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state
+from selfsup.shared.runtime.trainer import (
+    Export,
+    Parts,
+    RunContext,
+    RunLayout,
+    train_to_checkpoint,
+    training_data,
+)
 
 __all__ = [
+    "TRAINER",
+    "CWRGPTrainer",
     "backbone_config",
     "build_model",
-    "compute_loss",
     "evaluation_due",
     "image_size",
-    "learning_rate",
     "main",
     "train",
-    "whitened_pairwise_loss",
 ]
 
 #: where ``selfsup-eval`` finds the encoder in a checkpoint.
@@ -105,94 +106,6 @@ def build_model(args: argparse.Namespace) -> CWRGPModel:
 def image_size(dataset: str) -> int:
     """W-MSE's crop side: 64 for STL-10 and image folders (Tiny-ImageNet), else the native side (CIFAR: 32)."""
     return 64 if dataset in ("stl10", "imagefolder") else dataset_info(dataset).image_size
-
-
-def _own_key(key: str) -> str:
-    """Original key -> the model's (``model.module.x`` -> ``model.x``; ``head.*`` unchanged)."""
-    return "model." + key[len("model.module.") :] if key.startswith("model.module.") else key
-
-
-def whitened_pairwise_loss(
-    h: torch.Tensor,
-    num_views: int,
-    *,
-    w_size: int,
-    w_iter: int,
-    groups: int,
-    random_groups: bool = True,
-    normalize: bool = True,
-) -> torch.Tensor:
-    """CW-RGP's loss of the head outputs ``h`` ``[num_views · bs, emb]`` (views stacked in order); module
-    docstring. Random draws from the CPU generator, in the original's order: per repetition ``randperm(bs)``, then
-    per sub-batch and view ``randperm(emb)``."""
-    if h.shape[0] % num_views:
-        raise ValueError(f"{h.shape[0]} rows do not split into {num_views} views")
-    bs, emb = h.shape[0] // num_views, h.shape[1]
-    if bs % w_size:
-        raise ValueError(f"the batch of {bs} is not a multiple of --w_size {w_size}")
-    total = torch.zeros((), device=h.device)
-    for _ in range(w_iter):
-        z = torch.empty(h.shape, dtype=torch.float32, device=h.device)
-        for idx in torch.randperm(bs).view(-1, w_size):
-            for view in range(num_views):
-                rows = (idx + view * bs).to(h.device)
-                perm = torch.randperm(emb).to(h.device) if random_groups else None
-                z[rows] = group_zca_whitening(h[rows], groups=groups, permutation=perm)
-        total = total + pairwise_mse_loss(z.chunk(num_views), normalize=normalize)
-    return total / w_iter
-
-
-def compute_loss(
-    model: CWRGPModel, views: list[torch.Tensor], args: Any, *, precision: str
-) -> dict[str, torch.Tensor]:
-    """Encoder per view, head on all views, whitened loss; ``["loss"]`` has grad."""
-    with autocast(precision, views[0].device):
-        h = model.head(torch.cat([model.model(x) for x in views]))
-    loss = whitened_pairwise_loss(
-        h,
-        len(views),
-        w_size=args.w_size,
-        w_iter=args.w_iter,
-        groups=args.group,
-        random_groups=args.rand_group,
-        normalize=args.norm,
-    )
-    return {"loss": loss}
-
-
-def _cosine_restarts(base: float, epoch: float, t0: int, t_mult: int, eta_min: float) -> float:
-    """``CosineAnnealingWarmRestarts`` at the (fractional) ``epoch``."""
-    if epoch >= t0:
-        if t_mult == 1:
-            t_cur, t_i = epoch % t0, t0
-        else:
-            n = int(math.log(epoch / t0 * (t_mult - 1) + 1, t_mult))
-            t_cur, t_i = epoch - t0 * (t_mult**n - 1) / (t_mult - 1), t0 * t_mult**n
-    else:
-        t_cur, t_i = epoch, t0
-    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
-
-
-def learning_rate(step: int, iters_per_epoch: int, args: Any) -> float:
-    """The rate of global step ``step``: ``--lr · (step + 1) / --warmup_iters`` during the warm-up, then
-    ``--lr_step``: ``step`` = ``MultiStepLR`` at epochs ``--epochs − d`` for ``d`` in ``--drop`` (×``--drop_gamma``
-    each; the original's warm-up overwrites the rate, so a drop that falls inside the warm-up is lost, here too);
-    ``cos`` = ``CosineAnnealingWarmRestarts(--T0, --Tmult, --eta_min)`` stepped after every post-warm-up
-    iteration at ``epoch + n_iter / iters`` (W-MSE); ``none`` = ``--lr``."""
-    base, warmup = args.lr, args.warmup_iters
-    if step < warmup:
-        return base * (step + 1) / warmup
-    if args.lr_step == "step":
-        epoch = step // iters_per_epoch
-        milestones = [args.epochs - d for d in args.drop]
-        drops = sum(1 for m in milestones if m <= epoch and m * iters_per_epoch >= warmup)
-        return base * args.drop_gamma**drops
-    if args.lr_step == "cos" and step > 0:
-        epoch, n = divmod(step - 1, iters_per_epoch)
-        return _cosine_restarts(
-            base, epoch + n / iters_per_epoch, args.T0 or args.epochs, args.Tmult, args.eta_min
-        )
-    return base
 
 
 def evaluation_due(epoch: int, args: Any) -> bool:
@@ -228,136 +141,138 @@ def evaluate(path: Path, args: Any, device: torch.device, normalization: str) ->
     return {"acc_knn": knn["top1"], "acc": linear["top1"], "acc_5": linear["top5"]}
 
 
-def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
-    """Pre-train; returns the path of the last checkpoint written."""
-    malloc = None if args.no_malloc_tuning else tune_malloc()
-    env = init_distributed(args.dist_backend, args.device)
-    if env.is_distributed:
-        cleanup()
-        raise ValueError("cwrgp-train runs on one process (the original: one process, nn.DataParallel)")
-    precision = resolve_precision(args.precision, env.device)
-    log = get_logger("cwrgp-train")
-    log.info("%s", malloc.detail if malloc is not None else "malloc tuning off (--no_malloc_tuning)")
-    log.info("precision %s on %s", precision, env.device)
-    seed_everything(args.seed)
-    ckpt_dir = Path(args.ckpt_dir)
-    run_dir = ckpt_dir / args.env_name
-    last_path = ckpt_dir / f"checkpoint_{args.env_name}.pth.tar"
-    resume = find_resume(args.resume, last_path, f"checkpoint_{args.env_name}_*.pth.tar")
-    record = run_record(freeze(args, "CWRGPConfig"), list(sys.argv if argv is None else argv))
-    record["precision_resolved"] = precision
-    save_run_config(record, run_dir / "config.json")
+class CWRGPTrainer:
+    """CW-RGP on the runtime (one process): W-MSE views, encoder + head, Adam, the whitened pairwise loss,
+    evaluation during training."""
 
-    info = dataset_info(args.dataset)
-    view = wmse_transform(image_size(args.dataset), (info.mean, info.std), min_scale=args.crop_s0)
-    split = "train+unlabeled" if args.dataset == "stl10" else "train"
-    raw = build_dataset(
-        args.dataset, root=args.data_path, split=split, download=args.download, skip_corrupt=args.skip_corrupt
-    )
-    data = training_data(
-        raw,
-        multi_view([view] * args.num_samples),
-        seed=args.seed,
-        per_rank_batch=args.bs,
-        num_workers=args.num_workers,
-        env=env,
-        max_epoch=args.epochs,
-        log_every=args.log_every,
-    )
-    iters_per_epoch = data.loop_spec(args, (0, 0, 0)).iters_per_epoch
+    prog = "cwrgp-train"
+    project = "cwrgp"
 
-    model = build_model(args).to(env.device)
-    for part in (model.model, model.head):
-        prepare_model(part, channels_last=args.channels_last, compile_model=args.compile)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scaler = make_grad_scaler(precision, env.device)
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
 
-    start = (0, 0, 0)
-    if resume is not None:
-        start = restore_training_state(
-            resume, project="cwrgp", model=model, own_key=_own_key, optimizer=optimizer, scaler=scaler
+    def layout(self, args: argparse.Namespace) -> RunLayout:
+        return checkpoint_layout(args, stem="checkpoint", record_name="CWRGPConfig")
+
+    def build(self, ctx: RunContext) -> Parts:
+        args, env = self.args, ctx.env
+        self.ctx = ctx
+        if env.is_distributed:
+            raise ValueError("cwrgp-train runs on one process (the original: one process, nn.DataParallel)")
+        ctx.record.pop("world_size", None)  # the run record of a one-process trainer, as before the runtime
+        info = dataset_info(args.dataset)
+        view = wmse_transform(image_size(args.dataset), (info.mean, info.std), min_scale=args.crop_s0)
+        raw = build_dataset(
+            args.dataset,
+            root=args.data_path,
+            split="train+unlabeled" if args.dataset == "stl10" else "train",
+            download=args.download,
+            skip_corrupt=args.skip_corrupt,
         )
-        log.info("resumed from %s at epoch %d, iteration %d (step %d)", resume, *start)
-    resume_step = start[2] if resume is not None else None
-    metrics = MetricLogger(
-        run_dir / "log.csv",
-        fieldnames=["global_step", "epoch", "loss", "lr", "images_per_s"],
-        tensorboard_dir=None if args.no_tensorboard else run_dir / "tb",
-        resume_step=resume_step,
-    )
-    eval_log = MetricLogger(
-        run_dir / "eval.csv",
-        fieldnames=["global_step", "epoch", "acc_knn", "acc", "acc_5"],
-        enabled=args.eval_every > 0,
-        resume_step=resume_step,
-    )
-    counter = {"step": start[2]}
+        self.data = training_data(
+            SeededTransformDataset(raw, multi_view([view] * args.num_samples), seed=args.seed),
+            env=env,
+            per_rank_batch=args.bs,
+            seed=args.seed,
+            num_workers=args.num_workers,
+            drop_last=True,
+        )
+        self.iters_per_epoch = self.data.iters_per_epoch(env.world_size)
+        self.model = model = build_model(args).to(env.device)
+        for part in (model.model, model.head):
+            prepare_model(part, channels_last=args.channels_last, compile_model=args.compile)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        return Parts(self.data, None, self.optimizer, args.epochs, args.log_every)
 
-    def save(path: Path, epoch: int, iteration: int, step: int) -> Path:
-        state = {
-            "epoch": epoch,
-            "arch": args.arch,
-            "state_dict": model.original_state_dict(),
-            "optimizer": optimizer.state_dict(),
-            **selfsup_entries(
-                project="cwrgp",
-                method=args.method,
-                backbone=backbone_config(args),
-                export=EXPORT,
-                input_normalization=args.dataset,
-                scaler=scaler,
-                iteration=iteration,
-                global_step=step,
-                record=record,
-            ),
-        }
-        return atomic_save(state, path)
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_original_state_dict(ckpt["state_dict"])
 
-    def step_fn(batch) -> tuple[dict[str, torch.Tensor], int]:
-        views = [v.to(env.device, non_blocking=True) for v in batch[0]]
+    def before_loop(self) -> None:
+        self.eval_log = MetricLogger(
+            Path(self.args.ckpt_dir) / self.args.env_name / "eval.csv",
+            fieldnames=["global_step", "epoch", "acc_knn", "acc", "acc_5"],
+            enabled=self.args.eval_every > 0,
+            resume_step=self.ctx.global_step if self.ctx.resumed_from is not None else None,
+        )
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.model.train()
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """lr, the views through encoder and head, CW-RGP's loss, scaled backward, Adam."""
+        args, ctx = self.args, self.ctx
+        views = [v.to(ctx.device, non_blocking=True) for v in batch[0]]
         if args.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        step = counter["step"]
-        apply_lr(optimizer, learning_rate(step, iters_per_epoch, args))
-        scalars = compute_loss(model, views, args, precision=precision)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(scalars["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        counter["step"] = step + 1
-        return {k: v.detach() for k, v in scalars.items()}, views[0].shape[0]
+        apply_lr(self.optimizer, cwrgp_lr(ctx.global_step, self.iters_per_epoch, args))
+        with autocast(ctx.precision, views[0].device):
+            h = self.model.embed_views(views)
+        loss = whitened_pairwise_loss(
+            h, len(views), w_size=args.w_size, w_iter=args.w_iter, groups=args.group,
+            random_groups=args.rand_group, normalize=args.norm,
+        )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.step(self.optimizer)
+        ctx.scaler.update()
+        return {"loss": loss.detach()}
 
-    def save_epoch(epoch: int, step: int) -> Path:
-        path = save(last_path, epoch + 1, 0, step)
-        if (epoch + 1) % args.save_freq == 0:
-            path = save(ckpt_dir / f"checkpoint_{args.env_name}_{epoch:04d}.pth.tar", epoch + 1, 0, step)
-        if evaluation_due(epoch, args):
-            scores = evaluate(path, args, env.device, args.dataset)
-            log.info("epoch %d: acc_knn %.2f acc %.2f acc_5 %.2f", epoch, *scores.values())
-            eval_log.log(step, epoch=epoch, **scores)
-        return path
+    def checkpoint_entries(self) -> dict[str, Any]:
+        return {"arch": self.args.arch, "state_dict": self.model.original_state_dict()}
 
-    result = run_epochs(
-        data.loop_spec(args, start),
-        loader=data.loader,
-        sampler=data.sampler,
-        epoch_aware=[data.dataset],
-        train_step=step_fn,
-        on_epoch_start=lambda epoch: model.train(),
-        save_last=lambda epoch, iteration, step: save(last_path, epoch, iteration, step),
-        save_epoch=save_epoch,
-        optimizer=optimizer,
-        metrics=metrics,
-        log=log,
-    )
-    metrics.close()
-    eval_log.close()
-    return result.checkpoint or last_path
+    def export(self) -> Export:
+        return Export(
+            EXPORT,
+            method=self.args.method,
+            backbone=backbone_config(self.args),
+            input_normalization=self.args.dataset,
+            input_size=image_size(self.args.dataset),
+        )
+
+    def epoch_checkpoints(self, epoch: int) -> list[Path]:
+        args, ckpt_dir = self.args, Path(self.args.ckpt_dir)
+        paths = [ckpt_dir / f"checkpoint_{args.env_name}.pth.tar"]
+        if (epoch + 1) % args.save_freq == 0:  # the original's 0-based epoch in the name
+            paths.append(ckpt_dir / f"checkpoint_{args.env_name}_{epoch:04d}.pth.tar")
+        return paths
+
+    def after_epoch(self, epoch: int, step: int, checkpoint: Path) -> None:
+        if evaluation_due(epoch, self.args):
+            scores = evaluate(checkpoint, self.args, self.ctx.device, self.args.dataset)
+            self.ctx.log.info("epoch %d: acc_knn %.2f acc %.2f acc_5 %.2f", epoch, *scores.values())
+            self.eval_log.log(step, epoch=epoch, **scores)
+
+    def finish(self, result: Any) -> None:
+        self.eval_log.close()
+
+
+def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
+    """Pre-train; returns the path of the last checkpoint written."""
+    return train_to_checkpoint(CWRGPTrainer(args), args, argv)
+
+
+def _smoke_flags(data: Path, out: Path) -> list[str]:
+    return [
+        "--dataset", "npz", "--data_path", str(data), "--ckpt_dir", str(out), "--arch", "resnet18",
+        "--width", "4", "--bs", "32", "--w_size", "16", "--emb", "64", "--group", "2", "--head_size", "32",
+        "--epochs", "1", "--warmup_iters", "2", "--num_workers", "0", "--eval_every", "0", "--no_progress",
+        "--no_tensorboard",
+    ]  # fmt: skip
+
+
+TRAINER = TrainerEntry(
+    name="cwrgp",
+    prog="cwrgp-train",
+    module="selfsup.intl.cwrgp_train",
+    parse_args=parse_args,
+    method=CWRGPTrainer,
+    smoke_flags=_smoke_flags,
+    distributed=False,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_reporting_errors("cwrgp-train", train, args, argv if argv is not None else sys.argv)
+    return run_trainer(TRAINER, argv)
 
 
 if __name__ == "__main__":

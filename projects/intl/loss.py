@@ -1,8 +1,9 @@
-"""INTL and CW-RGP losses, pure functions of tensors, computed in fp32.
+"""The objectives of INTL and CW-RGP as the trainers run them, computed in fp32.
 
 Papers: Weng et al., "Modulate Your Spectrum in Self-Supervised Learning" (ICLR 2024, arXiv:2305.16789), and
 Weng et al., "An Investigation into Whitening Loss for Self-supervised Learning" (NeurIPS 2022,
-arXiv:2210.03586). Spec ``intl.md`` §4.2 and App. A.
+arXiv:2210.03586). Spec ``intl.md`` §4.2 and App. A. The whitening transforms themselves are in
+:mod:`.whitening`.
 
 * alignment ``MSE_n(a, b) = 2 − 2 · mean_i ⟨a_i/‖a_i‖, b_i/‖b_i‖⟩`` (:func:`normalized_mse`);
 * trace loss (:func:`trace_loss`), ``axis=0``: ``d_i = Σ_j (Z_ij − mean_j Z_ij)² / (D − 1)`` (the per-sample
@@ -10,12 +11,23 @@ arXiv:2210.03586). Spec ``intl.md`` §4.2 and App. A.
   ``axis=1``: the per-feature variances over the batch, ``TL = Σ_j (d_j − 1)²``;
 * trade-off β = ``(log₂(bs) − 3) · 0.01`` for ``axis=0`` with the **global** batch ``bs`` (``--bs``), and
   ``(log₂(emb) − 3) · 0.01`` for ``axis=1`` (:func:`trade_off`);
+* whitening of one crop's projector output (:func:`whiten`): all-gathered over the ranks **with gradient**
+  (the global batch, as the original's ``FullGatherLayer``), then ``t = IterNorm_T(X)`` (``--iters`` T,
+  ``--axis``) or the exact spectral power ``Σ^p`` (``--spectral_power p``), fp32;
 * ``intl`` (:func:`intl_loss`), crops ``t_0 … t_{V−1}`` whitened separately:
   ``L = (1/(V−1)) Σ_{v≥1} [ MSE_n(t_v, t_0) + β (TL(t_v) + TL(t_0)) ]``, no stop-gradient;
 * ``intl_m`` (:func:`intl_m_loss`), target ``t_k`` of the EMA network on crop 0 (no gradient):
   ``L = (1/(V−1)) Σ_{v≥1} [ MSE_n(t_v, t_k) + β TL(t_v) ]``;
-* CW-RGP (:func:`pairwise_mse_loss`): the mean over all view pairs ``i < j`` of ``MSE_n(z_i, z_j)`` (with
-  ``normalize=False``, the original's ``--no_norm``: ``F.mse_loss``, the mean over every element).
+* :func:`intl_objective`: the whole INTL step's loss from the projector outputs (whitening, β, ``intl`` or
+  ``intl_m``);
+* CW-RGP (:func:`whitened_pairwise_loss`), head outputs ``H`` of ``V`` views of a batch of ``bs``: repeated
+  ``--w_iter`` times, a random partition of the batch into sub-batches of ``w = --w_size``
+  (``torch.randperm(bs)``); each view's sub-batch ``H_s`` is whitened by group ZCA with random grouping
+  (:func:`~selfsup.intl.whitening.group_zca_whitening`, ``--group`` groups, the ``--emb`` features permuted by a
+  fresh ``torch.randperm(emb)`` per sub-batch and view, none with ``--no_rg``), giving ``Z``; then
+  ``L = mean_{i<j} MSE_n(Z_i, Z_j)`` over the view pairs on the whole batch (:func:`pairwise_mse_loss`; with
+  ``normalize=False``, the original's ``--no_norm``: ``F.mse_loss``, the mean over every element), averaged over
+  the ``w_iter`` repetitions.
 """
 
 from __future__ import annotations
@@ -26,7 +38,20 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["intl_loss", "intl_m_loss", "normalized_mse", "pairwise_mse_loss", "trace_loss", "trade_off"]
+from selfsup.intl.whitening import group_zca_whitening, iter_norm, spectral_power_transform
+from selfsup.shared.distributed import all_gather_with_grad
+
+__all__ = [
+    "intl_loss",
+    "intl_m_loss",
+    "intl_objective",
+    "normalized_mse",
+    "pairwise_mse_loss",
+    "trace_loss",
+    "trade_off",
+    "whiten",
+    "whitened_pairwise_loss",
+]
 
 
 def normalized_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -91,3 +116,66 @@ def pairwise_mse_loss(views: Sequence[torch.Tensor], *, normalize: bool = True) 
             else:
                 terms.append(F.mse_loss(views[i].float(), views[j].float()))
     return torch.stack(terms).mean()
+
+
+def whiten(
+    x: torch.Tensor, *, iters: int = 4, axis: int = 0, spectral_power: float | None = None
+) -> torch.Tensor:
+    """One crop's projector output all-gathered with gradient over the ranks, then IterNorm (or the exact
+    spectral power) over the global batch, fp32."""
+    x = all_gather_with_grad(x.float())
+    if spectral_power is not None:
+        return spectral_power_transform(x, power=spectral_power, axis=axis)
+    return iter_norm(x, iters=iters, axis=axis)
+
+
+def intl_objective(
+    outputs: Sequence[torch.Tensor],
+    target: torch.Tensor | None = None,
+    *,
+    batch_size: int,
+    emb: int,
+    axis: int = 0,
+    iters: int = 4,
+    spectral_power: float | None = None,
+) -> torch.Tensor:
+    """The loss of one INTL step from this rank's projector outputs: ``outputs`` of every crop (``intl``), or
+    of crops 1 … V−1 of the online network with ``target`` the EMA network's output on crop 0 (``intl_m``).
+    Each is whitened over the global batch (:func:`whiten`, online crops first), β from the global
+    ``batch_size`` (``--bs``) or ``emb`` (module docstring)."""
+    beta = trade_off(batch_size, emb, axis)
+    whitened = [whiten(t, iters=iters, axis=axis, spectral_power=spectral_power) for t in outputs]
+    if target is None:
+        return intl_loss(whitened, beta=beta, axis=axis)
+    whitened_target = whiten(target, iters=iters, axis=axis, spectral_power=spectral_power)
+    return intl_m_loss(whitened, whitened_target, beta=beta, axis=axis)
+
+
+def whitened_pairwise_loss(
+    h: torch.Tensor,
+    num_views: int,
+    *,
+    w_size: int,
+    w_iter: int,
+    groups: int,
+    random_groups: bool = True,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """CW-RGP's loss of the head outputs ``h`` ``[num_views · bs, emb]`` (views stacked in order); module
+    docstring. Random draws from the CPU generator, in the original's order: per repetition ``randperm(bs)``, then
+    per sub-batch and view ``randperm(emb)``."""
+    if h.shape[0] % num_views:
+        raise ValueError(f"{h.shape[0]} rows do not split into {num_views} views")
+    bs, emb = h.shape[0] // num_views, h.shape[1]
+    if bs % w_size:
+        raise ValueError(f"the batch of {bs} is not a multiple of --w_size {w_size}")
+    total = torch.zeros((), device=h.device)
+    for _ in range(w_iter):
+        z = torch.empty(h.shape, dtype=torch.float32, device=h.device)
+        for idx in torch.randperm(bs).view(-1, w_size):
+            for view in range(num_views):
+                rows = (idx + view * bs).to(h.device)
+                perm = torch.randperm(emb).to(h.device) if random_groups else None
+                z[rows] = group_zca_whitening(h[rows], groups=groups, permutation=perm)
+        total = total + pairwise_mse_loss(z.chunk(num_views), normalize=normalize)
+    return total / w_iter

@@ -6,22 +6,25 @@ state; the losses are in :mod:`.loss`, the whitening in :mod:`.whitening`.
   ReLU] → Linear(--emb)`` (``--projection_size`` hidden units), and for ``--method intl_m`` EMA copies of both
   (``momentum_backbone``, ``momentum_projection``), updated with :meth:`INTLModel.momentum_update`. The original's
   keys are ``module.backbone.*``, ``module.projection.{0,1,3,4,6}.*`` and ``module.momentum_*``
-  (:meth:`INTLModel.original_state_dict`).
+  (:meth:`INTLModel.original_state_dict`, read back by :meth:`INTLModel.load_original_state_dict`).
 * :class:`CWRGPModel`: the W-MSE encoder (ResNet-18, zero-init residual, 3×3 stem) and head
   ``Linear(512, --head_size) → BN1d → ReLU → Linear(--emb)``; original keys ``model.module.*`` and ``head.*``.
+  :meth:`CWRGPModel.embed_views` is CW-RGP's forward: the encoder one view at a time (its BatchNorm sees each
+  view's batch, as the original), the head once on all views concatenated.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from selfsup.shared.models.backbones import BackboneConfig, ResNet, build_backbone
 
-__all__ = ["CWRGPModel", "INTLModel", "build_projector", "ema_momentum"]
+__all__ = ["CWRGPModel", "INTLModel", "build_projector", "ema_momentum", "load_checked"]
 
 
 def build_projector(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
@@ -47,6 +50,27 @@ def _trunk(config: BackboneConfig, zero_init_residual: bool) -> ResNet:
         stem_padding=config.stem_padding,
         zero_init_residual=zero_init_residual,
     )
+
+
+def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], flag: str = "--resume") -> None:
+    """``module.load_state_dict(state)``, refusing (one-line ``ValueError``) a state of other flags."""
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{flag}: the checkpoint does not fit the flags (missing {missing[:4]}, unexpected {unexpected[:4]})"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"{flag}: the checkpoint does not fit the flags ({reason})") from err
+
+
+def _load_original(
+    module: nn.Module, state: Mapping[str, torch.Tensor], own_key: Callable[[str], str]
+) -> None:
+    load_checked(module, {own_key(k): v for k, v in state.items()})
 
 
 def ema_momentum(step: int, total_steps: int, base: float) -> float:
@@ -102,6 +126,10 @@ class INTLModel(nn.Module):
         ``module.momentum_*`` for ``intl_m``); the trunk has no ``fc``."""
         return {f"module.{k}": v.detach().cpu() for k, v in self.state_dict().items() if ".fc." not in k}
 
+    def load_original_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """The inverse of :meth:`original_state_dict` (``ValueError`` when it does not fit the flags)."""
+        _load_original(self, state, lambda key: key[len("module.") :])
+
 
 class CWRGPModel(nn.Module):
     """CW-RGP's encoder and head (W-MSE's ``base/``)."""
@@ -121,8 +149,20 @@ class CWRGPModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.model(x))
 
+    def embed_views(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Head outputs ``[len(views) · bs, emb]``: the encoder per view, the head on the concatenation."""
+        return self.head(torch.cat([self.model(x) for x in views]))
+
     def original_state_dict(self) -> dict[str, torch.Tensor]:
         """CW-RGP ``base/train.py`` keys: ``model.module.<resnet18 names>`` (DataParallel) and ``head.<i>.*``."""
         out = {f"model.module.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
         out.update({f"head.{k}": v.detach().cpu() for k, v in self.head.state_dict().items()})
         return out
+
+    def load_original_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """The inverse of :meth:`original_state_dict` (``model.module.x`` -> ``model.x``; ``head.*`` as is)."""
+        _load_original(self, state, _cwrgp_own_key)
+
+
+def _cwrgp_own_key(key: str) -> str:
+    return "model." + key[len("model.module.") :] if key.startswith("model.module.") else key

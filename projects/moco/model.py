@@ -14,12 +14,12 @@ Follows the unofficial MoCo v1 (eveningglow/MoCo) as specified in ``specs/moco.m
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.moco.loss import info_nce_logits
 from selfsup.shared.distributed import (
     all_gather_no_grad,
     batch_shuffle_ddp,
@@ -144,12 +144,25 @@ class MoCo(nn.Module):
             return k[torch.argsort(perm)]
         return F.normalize(self.encoder_k(x_k), dim=1)
 
-    def forward(
-        self, x_q: torch.Tensor, x_k: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``(logits [N, 1+K], labels [N], keys [N, D])``; call :meth:`momentum_update` and
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the queries and keys ``(q [N, D], k [N, D])``, both L2-normalised; the objective is
+        :func:`~selfsup.moco.loss.info_nce_loss` against :attr:`queue`. Call :meth:`momentum_update` and
         :meth:`enqueue` (with the keys) after the optimiser step, as the original does."""
-        q = F.normalize(self.encoder_q(x_q), dim=1)
-        k = self.encode_keys(x_k)
-        logits, labels = info_nce_logits(q, k, self.queue.detach(), self.temperature)
-        return logits, labels, k
+        return F.normalize(self.encoder_q(x_q), dim=1), self.encode_keys(x_k)
+
+    @torch.no_grad()
+    def fill_queue(self, key_views: Iterable[torch.Tensor]) -> None:
+        """The original's start-up pass: key features of ``key_views`` (batches of the second view; all ranks'
+        keys under DDP) fill the queue in collection order."""
+        keys, have = [], 0
+        for x_k in key_views:
+            k = all_gather_no_grad(F.normalize(self.encoder_k(x_k), dim=1))
+            keys.append(k)
+            have += k.shape[0]
+            if have >= self.num_keys:
+                break
+        if have < self.num_keys:
+            raise ValueError(
+                f"--num_keys {self.num_keys} exceeds the {have} images of the training set; lower --num_keys"
+            )
+        self.init_queue(torch.cat(keys))

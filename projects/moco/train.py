@@ -1,65 +1,46 @@
 """MoCo pre-training: ``moco-train``, ``python -m selfsup.moco.train`` or under ``torchrun``.
 
-Outputs keep the unofficial MoCo's layout: ``OUTPUT_ROOT/DATASET_NAME/EXP_VERSION/`` with
-``weight/ckpt_<epoch>.pkl`` every ``--save_weight_epoch`` epochs (``ckpt_E`` = weights after 0-based epoch E,
-as in the original), ``loss/loss.csv`` and ``loss/loss.png``, ``tb/`` (TensorBoard) and ``config.json``.
+The set-up of :class:`MoCoTrainer` on the shared runtime (:mod:`selfsup.shared.runtime.trainer`); the model is
+in :mod:`.model`, the objective in :mod:`.loss`. Outputs keep the unofficial MoCo's layout:
+``OUTPUT_ROOT/DATASET_NAME/EXP_VERSION/`` with ``weight/ckpt_<epoch>.pkl`` every ``--save_weight_epoch``
+epochs (``ckpt_E`` = weights after 0-based epoch E, as in the original; ``weight/ckpt_last.pkl`` after the
+others and on signals), ``loss/loss.csv`` and ``loss/loss.png``, ``tb/`` (TensorBoard) and ``config.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.moco.cli import parse_args
+from selfsup.moco.loss import info_nce_loss
 from selfsup.moco.model import MoCo
-from selfsup.shared.checkpoints.io import atomic_save, load_training_checkpoint, resolve_resume
-from selfsup.shared.data import (
-    SeededTransformDataset,
-    TwoCropsTransform,
-    build_dataset,
-    build_training_loader,
-    moco_eveningglow_transform,
-    moco_v2_transform,
-)
-from selfsup.shared.distributed import (
-    DistEnv,
-    all_gather_no_grad,
-    cleanup,
-    convert_sync_batchnorm,
-    init_distributed,
-)
+from selfsup.moco.transforms import moco_eveningglow_transform, moco_v2_transform
+from selfsup.shared.data import SeededTransformDataset, TwoCropsTransform, build_dataset
+from selfsup.shared.distributed import convert_sync_batchnorm
 from selfsup.shared.models.backbones import BackboneConfig, build_backbone_from_config
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import LRSchedule, apply_lr
-from selfsup.shared.runtime.config import freeze, run_record, save_run_config
-from selfsup.shared.runtime.cpu import tune_malloc
-from selfsup.shared.runtime.entrypoint import run_reporting_errors
-from selfsup.shared.runtime.logger import MetricLogger, get_logger, read_csv_log
-from selfsup.shared.runtime.loop import LoopSpec, run_epochs
-from selfsup.shared.runtime.plotting import plot_curves_if_available
-from selfsup.shared.runtime.precision import (
-    autocast,
-    check_precision,
-    make_grad_scaler,
-    prepare_model,
-    resolve_precision,
+from selfsup.shared.runtime.entrypoint import run_trainer
+from selfsup.shared.runtime.plotting import plot_log_column
+from selfsup.shared.runtime.precision import autocast, prepare_model
+from selfsup.shared.runtime.registry import TrainerEntry
+from selfsup.shared.runtime.trainer import (
+    Export,
+    Parts,
+    RunContext,
+    RunLayout,
+    train_to_checkpoint,
+    training_data,
 )
-from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 
-EXPORT = {
-    "state_dict_location": "encoder",
-    "prefix": "module.resnet.",
-    "drop_prefixes": ["fc."],
-    "ema_location": "momentum_encoder",
-}
-LOG_FIELDS = ["global_step", "epoch", "loss", "lr", "images_per_s"]
+#: the original's ``nn.DataParallel(Resnet50)`` keys: ``module.resnet.<torchvision key>``
+PREFIX = "module.resnet."
 
 
 def run_dir(args: argparse.Namespace) -> Path:
@@ -95,284 +76,205 @@ def build_schedule(args: argparse.Namespace, iters_per_epoch: int) -> LRSchedule
     return LRSchedule("step", args.lr, args.max_epoch, iters_per_epoch, milestones=tuple(args.schedule))
 
 
-def _prefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The original's ``nn.DataParallel(Resnet50)`` key layout: ``module.resnet.<torchvision key>``."""
-    return {EXPORT["prefix"] + k: v.detach().cpu() for k, v in state.items()}
+class MoCoTrainer:
+    """MoCo on the runtime: two-crop data, query/key encoders with the queue, SGD, InfoNCE."""
 
+    prog = "moco-train"
+    project = "moco"
 
-def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    n = len(EXPORT["prefix"])
-    return {k[n:]: v for k, v in state.items()}
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
 
-
-def checkpoint_state(
-    model: MoCo, optimizer, scaler, *, epoch: int, iteration: int, step: int, record: dict
-) -> dict:
-    return {
-        "format": "selfsup",
-        "format_version": 1,
-        "project": "moco",
-        "backbone": BackboneConfig(**record["args"]["backbone"]).to_dict(),
-        "export": dict(EXPORT),
-        "input_normalization": input_normalization(record["args"]["aug_plus"]),
-        "encoder": _prefixed(model.encoder_q.state_dict()),
-        "momentum_encoder": _prefixed(model.encoder_k.state_dict()),
-        "queue": model.queue.detach().cpu(),
-        "queue_ptr": int(model.queue_ptr),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "iteration": iteration,
-        "global_step": step,
-        "rng": capture_rng_state(),
-        "args": record,
-    }
-
-
-def restore(model: MoCo, optimizer, scaler, ckpt: dict, args: argparse.Namespace) -> tuple[int, int, int]:
-    saved = BackboneConfig(**ckpt["backbone"])
-    if saved != backbone_config(args):
-        raise ValueError(
-            f"--resume: the checkpoint's backbone {saved} differs from the flags' {backbone_config(args)}; "
-            "pass the same --arch/--width/--cifar_stem"
+    def layout(self, args: argparse.Namespace) -> RunLayout:
+        out = run_dir(args)
+        resume = args.resume
+        if resume == "auto" and args.start_epoch is not None:
+            resume = str(out / "weight" / f"ckpt_{args.start_epoch}.pkl")
+        configs = (out / "config.json", out / "config.yml") if args.save_config else (out / "config.json",)
+        return RunLayout(
+            run_dir=out,
+            last_checkpoint=out / "weight" / "ckpt_last.pkl",
+            resume=resume,
+            resume_patterns=("ckpt_*.pkl",),
+            config_files=configs,  # config.yml: JSON is valid YAML
+            csv_log=out / "loss" / "loss.csv",
+            tensorboard_dir=out / "tb",
+            record_name="MoCoConfig",
         )
-    if ckpt["queue"].shape != model.queue.shape:
-        raise ValueError(
-            f"--resume: checkpoint queue {tuple(ckpt['queue'].shape)} != --num_keys/--feature_dim "
-            f"{tuple(model.queue.shape)}"
+
+    def build(self, ctx: RunContext) -> Parts:
+        args, env = self.args, ctx.env
+        self.ctx = ctx
+        if args.batch_size % env.world_size:
+            raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {env.world_size} ranks")
+        ctx.record["args"]["backbone"] = backbone_config(args).to_dict()
+        dataset = build_dataset(
+            args.dataset,
+            root=args.dataset_root,
+            split="train",
+            download=args.download,
+            skip_corrupt=args.skip_corrupt,
         )
-    model.encoder_q.load_state_dict(_unprefixed(ckpt["encoder"]))
-    model.encoder_k.load_state_dict(_unprefixed(ckpt["momentum_encoder"]))
-    model.queue.copy_(ckpt["queue"])
-    model.queue_ptr.fill_(ckpt["queue_ptr"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    restore_rng_state(ckpt["rng"])
-    return ckpt["epoch"], ckpt["iteration"], ckpt["global_step"]
-
-
-def train_step(
-    runner: torch.nn.Module,
-    model: MoCo,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    x_q: torch.Tensor,
-    x_k: torch.Tensor,
-    *,
-    precision: str,
-) -> torch.Tensor:
-    """One MoCo iteration in the original's order: InfoNCE, optimiser step on the query encoder, then the
-    momentum update of the key encoder and the queue update. ``runner`` is ``model`` or its DDP wrapper."""
-    with autocast(precision, x_q.device):
-        logits, labels, keys = runner(x_q, x_k)
-    loss = F.cross_entropy(logits.float(), labels)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    model.momentum_update()
-    model.enqueue(keys)
-    return loss.detach()
-
-
-@torch.no_grad()
-def fill_queue(model: MoCo, loader, env: DistEnv) -> None:
-    """The original's start-up pass: key features of the second view until the queue is full."""
-    keys, have = [], 0
-    for views, _ in loader:
-        k = F.normalize(model.encoder_k(views[1].to(env.device, non_blocking=True)), dim=1)
-        k = all_gather_no_grad(k)
-        keys.append(k)
-        have += k.shape[0]
-        if have >= model.num_keys:
-            break
-    if have < model.num_keys:
-        raise ValueError(
-            f"--num_keys {model.num_keys} exceeds the {have} images of the training set; lower --num_keys"
+        recipe = moco_v2_transform if args.aug_plus else moco_eveningglow_transform
+        scale = {} if args.crop_min is None else {"min_scale": args.crop_min}
+        seeded = SeededTransformDataset(
+            dataset, TwoCropsTransform(recipe(crop=args.crop, **scale)), seed=args.seed
         )
-    model.init_queue(torch.cat(keys))
-
-
-def make_data(args: argparse.Namespace, env: DistEnv, per_rank_batch: int):
-    dataset = build_dataset(
-        args.dataset,
-        root=args.dataset_root,
-        split="train",
-        download=args.download,
-        skip_corrupt=args.skip_corrupt,
-    )
-    recipe = moco_v2_transform if args.aug_plus else moco_eveningglow_transform
-    scale = {} if args.crop_min is None else {"min_scale": args.crop_min}
-    view = recipe(crop=args.crop, **scale)
-    seeded = SeededTransformDataset(dataset, TwoCropsTransform(view), seed=args.seed)
-    sampler, loader = build_training_loader(
-        seeded,
-        batch_size=per_rank_batch,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        num_replicas=env.world_size,
-        rank=env.rank,
-    )
-    return seeded, sampler, loader
-
-
-def plot_loss(csv_path: Path, png_path: Path, title: str) -> None:
-    """Redraw ``loss.png`` from the CSV log (skipped with a warning when matplotlib is missing)."""
-    rows = read_csv_log(csv_path)
-    if rows:
-        curve = ([r["global_step"] for r in rows], [r["loss"] for r in rows])
-        plot_curves_if_available(
-            {"loss": curve},
-            png_path,
-            logger=logging.getLogger("moco"),
-            xlabel="iteration",
-            ylabel="InfoNCE loss",
-            title=title,
+        self.data = training_data(
+            seeded,
+            env=env,
+            per_rank_batch=args.batch_size // env.world_size,
+            seed=args.seed,
+            num_workers=args.num_workers,
         )
+        self.model = model = build_model(args).to(env.device)
+        if args.sync_bn:
+            model.encoder_q = convert_sync_batchnorm(model.encoder_q)
+            model.encoder_k = convert_sync_batchnorm(model.encoder_k)
+        self.optimizer = build_optimizer(
+            "sgd",
+            model.encoder_q.parameters(),
+            lr=args.lr,
+            momentum=args.SGD_momentum,
+            weight_decay=args.weight_decay,
+        )
+        self.schedule = build_schedule(args, self.data.iters_per_epoch(env.world_size))
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        return Parts(
+            self.data, model, self.optimizer, args.max_epoch, args.log_every, broadcast_buffers=False
+        )
+
+    # ------------------------------------------------------------------ start, resume
+    def start_fresh(self) -> None:
+        """The original's start-up pass: the key encoder copies the query encoder, the queue fills with keys."""
+        self.model.momentum_update(0.0)
+        self.data.sampler.set_epoch(-1)
+        self.data.dataset.set_epoch(-1)
+        self.model.fill_queue(
+            views[1].to(self.ctx.device, non_blocking=True) for views, _ in self.data.loader
+        )
+        self.ctx.log.info("queue filled with %d real keys", self.model.num_keys)
+
+    def before_loop(self) -> None:
+        for encoder in (self.model.encoder_q, self.model.encoder_k):
+            prepare_model(encoder, channels_last=self.args.channels_last, compile_model=self.args.compile)
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        saved, flags = BackboneConfig(**ckpt["backbone"]), backbone_config(self.args)
+        if saved != flags:
+            raise ValueError(
+                f"--resume: the checkpoint's backbone {saved} differs from the flags' {flags}; "
+                "pass the same --arch/--width/--cifar_stem"
+            )
+        if ckpt["queue"].shape != self.model.queue.shape:
+            raise ValueError(
+                f"--resume: checkpoint queue {tuple(ckpt['queue'].shape)} != --num_keys/--feature_dim "
+                f"{tuple(self.model.queue.shape)}"
+            )
+        n = len(PREFIX)
+        self.model.encoder_q.load_state_dict({k[n:]: v for k, v in ckpt["encoder"].items()})
+        self.model.encoder_k.load_state_dict({k[n:]: v for k, v in ckpt["momentum_encoder"].items()})
+        self.model.queue.copy_(ckpt["queue"])
+        self.model.queue_ptr.fill_(ckpt["queue_ptr"])
+
+    # ------------------------------------------------------------------ the step
+    def on_epoch_start(self, epoch: int) -> None:
+        apply_lr(self.optimizer, self.schedule.lr_at(epoch, 0))
+        self.model.train()
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One MoCo iteration in the original's order: InfoNCE, SGD step on the query encoder, then the
+        momentum update of the key encoder and the queue update."""
+        views, _ = batch
+        x_q, x_k = (v.to(self.ctx.device, non_blocking=True, memory_format=self.memory_format) for v in views)
+        with autocast(self.ctx.precision, x_q.device):
+            q, k = self.runner(x_q, x_k)
+            loss = info_nce_loss(q, k, self.model.queue.detach(), self.model.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ctx.scaler.scale(loss).backward()
+        self.ctx.scaler.step(self.optimizer)
+        self.ctx.scaler.update()
+        self.model.momentum_update()
+        self.model.enqueue(k)
+        return {"loss": loss.detach()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_entries(self) -> dict[str, Any]:
+        def prefixed(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+            return {PREFIX + k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+        return {
+            "encoder": prefixed(self.model.encoder_q),
+            "momentum_encoder": prefixed(self.model.encoder_k),
+            "queue": self.model.queue.detach().cpu(),
+            "queue_ptr": int(self.model.queue_ptr),
+        }
+
+    def export(self) -> Export:
+        return Export(
+            {
+                "state_dict_location": "encoder",
+                "prefix": PREFIX,
+                "drop_prefixes": ["fc."],
+                "ema_location": "momentum_encoder",
+            },
+            backbone=backbone_config(self.args),
+            input_normalization=input_normalization(self.args.aug_plus),
+            input_size=self.args.crop,
+        )
+
+    def epoch_checkpoints(self, epoch: int) -> list[Path]:
+        weight = run_dir(self.args) / "weight"
+        if epoch % self.args.save_weight_epoch == 0 or epoch + 1 == self.args.max_epoch:
+            return [weight / f"ckpt_{epoch}.pkl"]
+        return [weight / "ckpt_last.pkl"]
+
+    # ------------------------------------------------------------------ plots
+    def _plot(self) -> None:
+        if self.ctx.env.is_main:
+            loss_dir = run_dir(self.args) / "loss"
+            plot_log_column(
+                loss_dir / "loss.csv",
+                loss_dir / "loss.png",
+                title=self.args.exp_version,
+                ylabel="InfoNCE loss",
+                logger=self.ctx.log,
+            )
+
+    def after_step(self, step: int) -> None:
+        if self.args.plot_iter and step % self.args.plot_iter == 0:
+            self._plot()
+
+    def finish(self, result: Any) -> None:
+        if result.stopped_by != "signal":
+            self._plot()
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     """Run pre-training; returns the path of the last checkpoint written."""
-    malloc = None if args.no_malloc_tuning else tune_malloc()  # before the first large allocation
-    env = init_distributed(args.dist_backend, args.device)
-    check_precision(args.precision, env.device)
-    precision = resolve_precision(args.precision, env.device)
-    log = get_logger("moco", env.is_main)
-    log.info("%s", malloc.detail if malloc is not None else "malloc tuning off (--no_malloc_tuning)")
-    if precision != args.precision:
-        log.info("--precision %s resolved to %s on %s", args.precision, precision, env.device)
-    if args.batch_size % env.world_size:
-        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {env.world_size} ranks")
-    per_rank_batch = args.batch_size // env.world_size
-    seed_everything(args.seed)
-    out = run_dir(args)
-    weight_dir, loss_dir = out / "weight", out / "loss"
-    record = run_record(freeze(args, "MoCoConfig"), argv)
-    record["args"]["backbone"] = backbone_config(args).to_dict()
-    record["world_size"] = env.world_size
-    record["precision_resolved"] = precision
-    if env.is_main:
-        save_run_config(record, out / "config.json")
-        if args.save_config:
-            save_run_config(record, out / "config.yml")  # JSON is valid YAML
+    return train_to_checkpoint(MoCoTrainer(args), args, argv)
 
-    seeded, sampler, loader = make_data(args, env, per_rank_batch)
-    model = build_model(args).to(env.device)
-    if args.sync_bn:
-        model.encoder_q = convert_sync_batchnorm(model.encoder_q)
-        model.encoder_k = convert_sync_batchnorm(model.encoder_k)
-    optimizer = build_optimizer(
-        "sgd",
-        model.encoder_q.parameters(),
-        lr=args.lr,
-        momentum=args.SGD_momentum,
-        weight_decay=args.weight_decay,
-    )
-    scaler = make_grad_scaler(precision, env.device)
 
-    start_epoch, start_iter, step = 0, 0, 0
-    resume_arg = args.resume
-    if resume_arg == "auto" and args.start_epoch is not None:
-        resume_arg = str(weight_dir / f"ckpt_{args.start_epoch}.pkl")
-    resume_path = resolve_resume(resume_arg, weight_dir)
-    if resume_path is not None:
-        start_epoch, start_iter, step = restore(
-            model, optimizer, scaler, load_training_checkpoint(resume_path), args
-        )
-        log.info(
-            "resumed from %s at epoch %d, iteration %d (step %d)", resume_path, start_epoch, start_iter, step
-        )
-    else:
-        model.momentum_update(0.0)
-        sampler.set_epoch(-1)
-        seeded.set_epoch(-1)
-        fill_queue(model, loader, env)
-        log.info("queue filled with %d real keys", model.num_keys)
+def _smoke_flags(data: Path, out: Path) -> list[str]:
+    return [
+        "--dataset", "npz", "--dataset_root", str(data), "--output_root", str(out), "--arch", "resnet18",
+        "--width", "4", "--cifar_stem", "--crop", "16", "--batch_size", "64", "--num_keys", "64",
+        "--max_epoch", "1", "--num_workers", "0", "--plot_iter", "0", "--no_progress", "--no_tensorboard",
+    ]  # fmt: skip
 
-    for encoder in (model.encoder_q, model.encoder_k):
-        prepare_model(encoder, channels_last=args.channels_last, compile_model=args.compile)
-    runner: torch.nn.Module = model
-    if env.is_distributed:
-        runner = DistributedDataParallel(
-            model,
-            device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
-    spec = LoopSpec.from_flags(
-        args,
-        start=(start_epoch, start_iter, step),
-        max_epoch=args.max_epoch,
-        log_every=args.log_every,
-        num_samples=len(seeded),
-        per_rank_batch=per_rank_batch,
-        world_size=env.world_size,
-        is_main=env.is_main,
-    )
-    schedule = build_schedule(args, spec.iters_per_epoch)
-    metrics = MetricLogger(
-        loss_dir / "loss.csv",
-        fieldnames=LOG_FIELDS,
-        tensorboard_dir=None if args.no_tensorboard else out / "tb",
-        enabled=env.is_main,
-        resume_step=step if resume_path is not None else None,
-    )
-    last_path = weight_dir / "ckpt_last.pkl"
 
-    def save(path: Path, epoch: int, iteration: int, step: int) -> Path:
-        if env.is_main:
-            state = checkpoint_state(
-                model, optimizer, scaler, epoch=epoch, iteration=iteration, step=step, record=record
-            )
-            atomic_save(state, path)
-        return path
-
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-
-    def step_fn(batch) -> tuple[dict[str, torch.Tensor], int]:
-        views, _ = batch
-        x_q = views[0].to(env.device, non_blocking=True, memory_format=memory_format)
-        x_k = views[1].to(env.device, non_blocking=True, memory_format=memory_format)
-        return {
-            "loss": train_step(runner, model, optimizer, scaler, x_q, x_k, precision=precision)
-        }, x_q.shape[0]
-
-    def on_epoch_start(epoch: int) -> None:
-        apply_lr(optimizer, schedule.lr_at(epoch, 0))
-        model.train()
-
-    def save_epoch(epoch: int, step: int) -> Path:
-        if epoch % args.save_weight_epoch == 0 or epoch + 1 == args.max_epoch:
-            return save(weight_dir / f"ckpt_{epoch}.pkl", epoch + 1, 0, step)
-        return save(last_path, epoch + 1, 0, step)
-
-    def after_step(step: int) -> None:
-        if env.is_main and args.plot_iter and step % args.plot_iter == 0:
-            plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
-
-    result = run_epochs(
-        spec,
-        loader=loader,
-        sampler=sampler,
-        epoch_aware=[seeded],
-        train_step=step_fn,
-        on_epoch_start=on_epoch_start,
-        save_last=lambda epoch, iteration, step: save(last_path, epoch, iteration, step),
-        save_epoch=save_epoch,
-        optimizer=optimizer,
-        metrics=metrics,
-        log=log,
-        after_step=after_step,
-    )
-    metrics.close()
-    if env.is_main and result.stopped_by != "signal":
-        plot_loss(loss_dir / "loss.csv", loss_dir / "loss.png", f"{args.exp_version}")
-    cleanup()
-    return result.checkpoint or last_path
+TRAINER = TrainerEntry(
+    name="moco",
+    prog="moco-train",
+    module="selfsup.moco.train",
+    parse_args=parse_args,
+    method=MoCoTrainer,
+    smoke_flags=_smoke_flags,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_reporting_errors("moco-train", train, args, argv if argv is not None else sys.argv)
+    return run_trainer(TRAINER, argv)
 
 
 if __name__ == "__main__":

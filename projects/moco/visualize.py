@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from selfsup.moco.test import encoder_run, eval_parser, linear_eval
+from selfsup.moco.linear_eval import encoder_run, eval_parser, linear_eval
 from selfsup.shared.runtime.logger import read_csv_log
 from selfsup.shared.runtime.plotting import plot_curves
 

@@ -8,8 +8,10 @@ Learning" (AAAI 2022, arXiv:2003.05438).
 * :mod:`.model` - ResNet trunk, projection head, L2-normalised embedding, prototypes, grouped multi-crop forward;
 * :mod:`.queue` - the per-rank queue of embeddings;
 * :mod:`.sinkhorn` - distributed Sinkhorn-Knopp (fp32);
-* :mod:`.loss` - the swapped-prediction loss;
+* :mod:`.loss` - the objectives: SwAV's swapped prediction and Un-Mix's three-term loss;
 * :mod:`.unmix` - the Un-Mix crop mixtures and the chained λ;
-* :mod:`.train` - ``swav-unmix-train``; :mod:`.demo` - ``selfsup-demo --method swav|unmix``;
+* :mod:`.transforms` - the multi-crop views; :mod:`.schedules` - the per-iteration warm-up + cosine rate;
+* :mod:`.train` - ``swav-unmix-train`` on the shared trainer runtime (registered as ``swav`` and ``unmix``);
+  :mod:`.demo` - ``selfsup-demo --method swav|unmix``;
 * :mod:`.eval_linear`, :mod:`.eval_semisup` - the original evaluation command lines on the shared harness.
 """

@@ -32,8 +32,10 @@ import torch
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.evaluation import evaluate_checkpoint
 from selfsup.shared.evaluation.comparison import comparison_demo_parser, format_comparison, write_comparison
+from selfsup.shared.runtime.trainer import FORMAT_VERSION
 from selfsup.swav_unmix.cli import parse_args
-from selfsup.swav_unmix.train import backbone_config, build_model, input_normalization, train
+from selfsup.swav_unmix.train import SwAVUnMixTrainer, build_model, train
+from selfsup.swav_unmix.transforms import input_normalization
 
 __all__ = ["METHODS", "TRAIN_FLAGS", "main", "main_swav", "main_unmix", "random_init_checkpoint"]
 
@@ -79,20 +81,14 @@ def random_init_checkpoint(args: argparse.Namespace, seed: int, path: Path) -> P
     entries ``selfsup-eval`` reads: format, export, backbone, input normalisation), at epoch 0."""
     torch.manual_seed(seed)
     model = build_model(args)
+    trainer = SwAVUnMixTrainer(args)
     state = {
         "epoch": 0,
         "state_dict": model.original_state_dict(),
         "format": "selfsup",
-        "format_version": 1,
-        "project": "swav_unmix",
-        "method": "swav" if args.run_swav else "unmix",
-        "backbone": backbone_config(args).to_dict(),
-        "export": {
-            "state_dict_location": "state_dict",
-            "prefix": "module.",
-            "drop_prefixes": ["projection_head.", "prototypes."],
-        },
-        "input_normalization": input_normalization(args),
+        "format_version": FORMAT_VERSION,
+        "project": trainer.project,
+        **trainer.export().entries(),
     }
     return atomic_save(state, path)
 

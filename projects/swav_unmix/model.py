@@ -98,3 +98,28 @@ class SwAVModel(nn.Module):
             for k, v in getattr(self, name).state_dict().items():
                 out[f"module.{name}.{k}"] = v.detach().cpu()
         return out
+
+    def load_original_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the original's ``state_dict`` entry (:meth:`original_state_dict`); a one-line error names the
+        flags when its keys or shapes do not fit this network."""
+        own = self.original_state_dict()
+        same = "pass the same --arch/--width/--hidden_mlp/--feat_dim/--nmb_prototypes"
+        if set(own) != set(state_dict):
+            missing, extra = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+            raise ValueError(
+                f"the checkpoint's state_dict does not fit the flags (missing {missing[:4]}, unexpected "
+                f"{extra[:4]}); {same}"
+            )
+        for key, value in state_dict.items():
+            if own[key].shape != value.shape:
+                raise ValueError(
+                    f"the checkpoint's {key} has shape {tuple(value.shape)}, the flags give "
+                    f"{tuple(own[key].shape)}; {same}"
+                )
+        trunk = {k[len("module.") :]: v for k, v in state_dict.items()}
+        head = {k: v for k, v in trunk.items() if k.startswith(("projection_head.", "prototypes."))}
+        self.backbone.load_state_dict({k: v for k, v in trunk.items() if k not in head}, strict=False)
+        self.projection_head.load_state_dict(
+            {k[len("projection_head.") :]: v for k, v in head.items() if k.startswith("projection_head.")}
+        )
+        self.prototypes.load_state_dict({"weight": head["prototypes.weight"]})

@@ -9,10 +9,14 @@ row is non-zero (filled once); one flag serves every assignment crop, as in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
-__all__ = ["EmbeddingQueue", "effective_queue_length"]
+__all__ = ["EmbeddingQueue", "effective_queue_length", "gather_queues", "rank_queue"]
 
 
 def effective_queue_length(queue_length: int, batch_size: int, world_size: int) -> int:
@@ -53,3 +57,43 @@ class EmbeddingQueue(nn.Module):
         queue[bs:] = queue[:-bs].clone()
         queue[:bs] = embeddings
         return scores
+
+
+def gather_queues(queue: EmbeddingQueue | None, world_size: int) -> dict[str, Any]:
+    """The checkpoint's ``queues`` (every rank's queue, ``[world_size, A, rows, dim]``, on CPU) and
+    ``queue_in_use`` (one flag per rank), all-gathered (every rank must call it); ``None`` before the queue
+    starts."""
+    if queue is None:
+        return {"queues": None, "queue_in_use": None}
+    local = queue.queue.detach()
+    in_use = queue.in_use.detach().reshape(1).to(torch.int32)
+    parts, flags = [local], [in_use]
+    if world_size > 1:
+        parts = [torch.empty_like(local) for _ in range(world_size)]
+        dist.all_gather(parts, local)
+        flags = [torch.empty_like(in_use) for _ in range(world_size)]
+        dist.all_gather(flags, in_use)
+    return {"queues": torch.stack(parts).cpu(), "queue_in_use": [bool(f.item()) for f in flags]}
+
+
+def rank_queue(
+    ckpt: Mapping[str, Any], rank: int, world_size: int, new_queue: Callable[[], EmbeddingQueue]
+) -> EmbeddingQueue | None:
+    """This rank's queue from a checkpoint's :func:`gather_queues` entries (``None`` when it has none);
+    ``new_queue`` builds the empty queue of the flags."""
+    queues = ckpt.get("queues")
+    if queues is None:
+        return None
+    if queues.shape[0] != world_size:
+        raise ValueError(
+            f"the checkpoint holds the queues of {queues.shape[0]} ranks; this run has {world_size}"
+        )
+    queue = new_queue()
+    if queue.queue.shape != queues[rank].shape:
+        raise ValueError(
+            f"the checkpoint's queue {tuple(queues[rank].shape)} does not fit --queue_length/--feat_dim "
+            f"{tuple(queue.queue.shape)}"
+        )
+    queue.queue.copy_(queues[rank])
+    queue.in_use.fill_(bool(ckpt["queue_in_use"][rank]))
+    return queue

@@ -11,7 +11,7 @@ Per iteration, from NumPy's global RNG in the original's order (seeded by ``--se
 
 The forward list is ``[c0, c1, m0, c2, c3, m2, …]``; its outputs split into the original set
 ``[c0, c1, c2, c3, …]`` and the mixed set ``[m0, c1, m2, c3, …]`` (:func:`split_unmix_rows`). The loss is
-``L_ori + λ·L_mix + (1−λ)·L_mix_rev`` (:mod:`.train`).
+``L_ori + λ·L_mix + (1−λ)·L_mix_rev`` (:func:`.loss.unmix_loss`).
 """
 
 from __future__ import annotations

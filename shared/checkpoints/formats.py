@@ -229,17 +229,26 @@ class LoadReport:
 
 
 def _check_arch(arch: str, layout: BackboneLayout) -> None:
+    """``--arch`` asserts the network the weights describe: one line names each field that differs."""
     cfg = layout.config
     if arch not in ARCHITECTURES or cfg.name not in ARCHITECTURES:
-        same = arch == cfg.name
+        differences = [] if arch == cfg.name else [f"architecture {cfg.name} in the weights, {arch} asked"]
     else:
-        block, layers, width = ARCHITECTURES[arch]
-        found_block, found_layers, default = ARCHITECTURES[cfg.name]
-        same = (block, tuple(layers), width) == (found_block, tuple(found_layers), cfg.width or default)
-    if not same:
+        asked_block, asked_layers, asked_width = ARCHITECTURES[arch]
+        block, layers, default = ARCHITECTURES[cfg.name]
+        differences = []
+        if asked_block is not block:
+            differences.append(f"block {block.__name__} in the weights, {asked_block.__name__} for {arch}")
+        if tuple(asked_layers) != tuple(layers):
+            differences.append(
+                f"blocks per stage {list(layers)} in the weights, {list(asked_layers)} for {arch}"
+            )
+        if asked_width != (cfg.width or default):
+            differences.append(f"base width {cfg.width or default} in the weights, {asked_width} for {arch}")
+    if differences:
         raise ArchitectureMismatchError(
-            f"--arch {arch} does not match the weights, which describe {layout.describe()}; omit --arch "
-            "(arch=None) to build the network the weights describe"
+            f"--arch {arch} does not match the weights ({'; '.join(differences)}); the weights describe "
+            f"{layout.describe()}: drop --arch to build that network"
         )
 
 
@@ -253,7 +262,7 @@ def _resolve_layouts(
     except UnsupportedArchitectureError as err:
         if arch is None or not allow_partial or result.streams:
             raise UnsupportedArchitectureError(
-                f"{err}. For incomplete weights pass arch=NAME together with allow_partial=True"
+                f"{err}. For incomplete weights pass --arch NAME together with --allow_partial"
             ) from err
         notes.append(f"architecture not inferable ({err}); built --arch {arch}")
         return (BackboneLayout(BackboneConfig(name=arch)),)

@@ -63,7 +63,7 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _checkpoint_progress(path: Path) -> tuple[int, float]:
+def checkpoint_progress(path: Path) -> tuple[int, float]:
     """(global_step, mtime) of a checkpoint, read lazily (mmap) so large files stay cheap."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -79,7 +79,7 @@ def find_latest_checkpoint(directory: str | os.PathLike, pattern: str = CHECKPOI
     if not directory.is_dir():
         return None
     candidates = [p for p in directory.glob(pattern) if p.is_file()]
-    scored = [(_checkpoint_progress(p), p) for p in candidates]
+    scored = [(checkpoint_progress(p), p) for p in candidates]
     scored = [(score, p) for score, p in scored if score[0] >= 0]
     if not scored:
         return None

@@ -8,7 +8,8 @@
 * :mod:`.mixtures` - image mixtures: Un-Mix's batch-level mixup/CutMix pieces and the per-item seeded
   Image-Mixture, Cutout and Random Erasing dataset wrappers (``--IM_type``);
 * :mod:`.instances` - items followed by their instance index (memory-bank methods);
-* :mod:`.sampling` - resumable sampler, per-item seeded augmentation and the DataLoader factory.
+* :mod:`.sampling` - resumable sampler, per-item seeded augmentation and the DataLoader factory;
+* :mod:`.flags` - the data-location flag that error messages name (the running trainer's own spelling).
 """
 
 from selfsup.shared.data.colorspace import COLOR_NORMALIZATION, ColorSpaceToTensor, rgb_to_view_tensor
@@ -31,13 +32,8 @@ from selfsup.shared.data.sampling import (
 from selfsup.shared.data.transforms import (
     NORMALIZATION,
     MultiCropTransform,
-    PILRandomGaussianBlur,
     TwoCropsTransform,
     linear_eval_transform,
-    moco_eveningglow_transform,
-    moco_official_v1_transform,
-    moco_v2_transform,
-    swav_crop_transform,
 )
 
 __all__ = [
@@ -50,7 +46,6 @@ __all__ = [
     "DatasetInfo",
     "ImageFolderDataset",
     "MultiCropTransform",
-    "PILRandomGaussianBlur",
     "ResumableSampler",
     "SeededTransformDataset",
     "TwoCropsTransform",
@@ -62,10 +57,6 @@ __all__ = [
     "dataset_splits",
     "linear_eval_transform",
     "mix_seed",
-    "moco_eveningglow_transform",
-    "moco_official_v1_transform",
-    "moco_v2_transform",
     "rgb_to_view_tensor",
-    "swav_crop_transform",
     "verify_images",
 ]

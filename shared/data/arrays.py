@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from selfsup.shared.data.flags import data_root_flag
+
 __all__ = ["ArrayImageDataset", "as_rgb_uint8", "load_npz_dataset"]
 
 
@@ -82,7 +84,7 @@ def load_npz_dataset(
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(
-            f"npz dataset file {str(file)!r} does not exist; --dataset_root for --dataset npz must be the "
+            f"npz dataset file {str(file)!r} does not exist; {data_root_flag()} for --dataset npz must be the "
             f"path of an .npz file holding train_images, train_labels, test_images, test_labels"
         )
     if split not in ("train", "test"):

@@ -18,6 +18,8 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from selfsup.shared.data.flags import data_root_flag
+
 __all__ = [
     "DATASET_NAMES",
     "DatasetInfo",
@@ -148,7 +150,9 @@ def build_dataset(
         )
 
         if root is None:
-            raise FileNotFoundError("--dataset imagefolder needs --dataset_root: an ImageNet-style folder")
+            raise FileNotFoundError(
+                f"--dataset imagefolder needs {data_root_flag()}: an ImageNet-style folder"
+            )
         directory, train_dir = resolve_imagefolder_split(root, split)
         classes = find_classes(train_dir) if train_dir is not None else None
         return ImageFolderDataset(directory, transform=transform, classes=classes, skip_corrupt=skip_corrupt)
@@ -156,7 +160,7 @@ def build_dataset(
         from selfsup.shared.data.arrays import load_npz_dataset
 
         if root is None:
-            raise FileNotFoundError("--dataset npz needs --dataset_root: the path of an .npz file")
+            raise FileNotFoundError(f"--dataset npz needs {data_root_flag()}: the path of an .npz file")
         return load_npz_dataset(root, split, transform=transform)
     from selfsup.shared.data.torchvision_sets import build_torchvision_dataset
 

@@ -22,6 +22,8 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from selfsup.shared.data.flags import data_root_flag
+
 __all__ = [
     "IMG_EXTENSIONS",
     "CorruptImageError",
@@ -132,7 +134,7 @@ def find_classes(directory: Path) -> list[str]:
         classes = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise FileNotFoundError(
-            f"no class sub-folders in {str(directory)!r}; --dataset_root for imagefolder must hold "
+            f"no class sub-folders in {str(directory)!r}; {data_root_flag()} for imagefolder must hold "
             f"<class>/<image> folders (or train/<class>/<image> and val/<class>/<image>)"
         )
     return classes
@@ -157,7 +159,7 @@ class ImageFolderDataset(Dataset):
     ) -> None:
         root = Path(directory)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder {str(root)!r} does not exist (check --dataset_root)")
+            raise FileNotFoundError(f"image folder {str(root)!r} does not exist (check {data_root_flag()})")
         self.root = str(root)
         found = find_classes(root)
         self.classes = list(classes) if classes is not None else found
@@ -177,7 +179,7 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise FileNotFoundError(
                 f"no image files with extensions {', '.join(extensions)} under {str(root)!r} "
-                f"(check --dataset_root)"
+                f"(check {data_root_flag()})"
             )
         self.targets = [target for _, target in self.samples]
         self.transform = transform
@@ -227,7 +229,7 @@ def resolve_imagefolder_split(root: str | os.PathLike[str], split: str) -> tuple
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(
-            f"imagefolder root {str(base)!r} does not exist; pass --dataset_root pointing at an "
+            f"imagefolder root {str(base)!r} does not exist; pass {data_root_flag()} pointing at an "
             f"ImageNet-style folder (train/<class>/*, val/<class>/*) or a folder of <class>/* sub-folders"
         )
     train_dir = base / "train"
@@ -236,7 +238,7 @@ def resolve_imagefolder_split(root: str | os.PathLike[str], split: str) -> tuple
             return base, None
         raise ValueError(
             f"imagefolder split {split!r} needs {str(base / 'val')!r} or {str(base / 'test')!r} next to "
-            f"{str(train_dir)!r}; --dataset_root {str(base)!r} has no train/ folder, so it is read as the "
+            f"{str(train_dir)!r}; {data_root_flag()} {str(base)!r} has no train/ folder, so it is read as the "
             f"train split only"
         )
     if split == "train":
@@ -247,7 +249,7 @@ def resolve_imagefolder_split(root: str | os.PathLike[str], split: str) -> tuple
             return candidate, train_dir
     raise FileNotFoundError(
         f"imagefolder split 'test' expects {str(base / 'val')!r} or {str(base / 'test')!r} "
-        f"under --dataset_root {str(base)!r}"
+        f"under {data_root_flag()} {str(base)!r}"
     )
 
 

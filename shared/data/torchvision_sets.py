@@ -26,6 +26,8 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from selfsup.shared.data.flags import data_root_flag
+
 __all__ = [
     "EXPECTED_FILES",
     "TORCHVISION_DATASETS",
@@ -107,7 +109,7 @@ def _not_found(name: str, root: Path, missing: list[Path], reason: str, hint: st
     folder, files = EXPECTED_FILES[name]
     return FileNotFoundError(
         f"--dataset {name}: {reason}. Expected {', '.join(files)} in {str(root / folder)!r} "
-        f"(--dataset_root {str(root)!r} must contain '{folder}/'); "
+        f"({data_root_flag()} {str(root)!r} must contain '{folder}/'); "
         f"missing: {', '.join(p.name for p in missing)}. {hint}"
     )
 

@@ -12,8 +12,9 @@ Python API (the CLI ``selfsup-eval`` is :mod:`.cli`):
 Modules: :mod:`.configs` (one frozen configuration per protocol), :mod:`.presets` (values), :mod:`.inputs`
 (image pipelines; CMC's colour views come from :mod:`selfsup.shared.data.colorspace`), :mod:`.probes`
 (which feature), :mod:`.features` (extraction and cache), :mod:`.knn`, :mod:`.linear`, :mod:`.semisup`,
-:mod:`.subsets` (labelled subsets), :mod:`.engine` (schedules, metrics, resume), :mod:`.results`,
-:mod:`.report`, :mod:`.comparison` (encoders side by side, for the demos), :mod:`.api`, :mod:`.cli`. See ``docs/evaluation.md``.
+:mod:`.subsets` (labelled subsets), :mod:`.probe_training` (the probes' schedules, metrics, resume), :mod:`.results`,
+:mod:`.report`, :mod:`.comparison` (encoders side by side), :mod:`.demo` (the pretrained-against-random-init
+demo every method runs, sized to the machine), :mod:`.api`, :mod:`.cli`. See ``docs/evaluation.md``.
 """
 
 from selfsup.shared.evaluation.api import PROTOCOLS, evaluate_checkpoint, load_for_evaluation

@@ -11,11 +11,16 @@ checkpoint (``opt.view``: Lab or YCbCr; Lab when not recorded). With ``view="l"`
 reads channel 0 / channels 1-2 of that view (:class:`~selfsup.shared.evaluation.probes.ChannelSlice`).
 
 selfsup checkpoints record the input normalisation of pre-training (``input_normalization``); presets whose
-normalisation is the generic ``dataset`` use it instead, unless ``normalization`` is given.
+normalisation is the generic ``dataset`` use it instead, unless ``normalization`` is given. They also record the
+side of the pre-training crops (``input_size``): unless ``resize`` or ``crop`` is given, or the preset fixes the
+sizes of the dataset (a paper's protocol), the evaluation crops at that side and resizes by the preset's ratio
+(a network pre-trained on 16 px digits is evaluated at 16 px, not at the dataset's native 32). What was used is
+logged and stored in the result.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -27,12 +32,14 @@ from selfsup.shared.checkpoints.formats import file_sha256, load_backbone, load_
 from selfsup.shared.checkpoints.io import epoch_of_checkpoint_name
 from selfsup.shared.evaluation.knn import run_knn
 from selfsup.shared.evaluation.linear import run_linear
-from selfsup.shared.evaluation.presets import resolve_config
+from selfsup.shared.evaluation.presets import PRESETS, default_preset, resolve_config
 from selfsup.shared.evaluation.probes import ChannelSlice
 from selfsup.shared.evaluation.semisup import run_semisup
 from selfsup.shared.models.two_stream import TwoStreamBackbone
 
 __all__ = ["PROTOCOLS", "evaluate_checkpoint", "load_for_evaluation"]
+
+logger = logging.getLogger(__name__)
 
 #: protocol name -> runner ``(backbone, **kwargs) -> result dict``.
 PROTOCOLS = {"linear": run_linear, "semisup": run_semisup, "knn": run_knn}
@@ -93,6 +100,7 @@ def load_for_evaluation(
         "notes": list(report.notes),
         # selfsup trainers record the input normalisation they trained with (a NORMALIZATION name)
         "input_normalization": ckpt.get("input_normalization") if report.format == "selfsup" else None,
+        "input_size": ckpt.get("input_size") if report.format == "selfsup" else None,
     }
     return model, info
 
@@ -130,6 +138,24 @@ def evaluate_checkpoint(
         preset = resolve_config(protocol, kwargs.get("preset"), kwargs["dataset"])
         if preset.normalization == "dataset":  # a generic preset: evaluate with what pre-training saw
             kwargs["normalization"] = info["input_normalization"]
+    if (
+        info["input_size"]
+        and kwargs.get("resize") is None
+        and kwargs.get("crop") is None
+        and "dataset" in kwargs
+    ):
+        preset = resolve_config(protocol, kwargs.get("preset"), kwargs["dataset"])
+        fixed = kwargs["dataset"] in {d for d, _, _ in preset.sizes}
+        base = PRESETS[protocol][kwargs.get("preset") or default_preset(protocol)]
+        if not fixed and base.resize is None and base.crop is None:
+            crop = int(info["input_size"])
+            kwargs["crop"], kwargs["resize"] = crop, max(crop, round(crop * preset.resize_ratio))
+            logger.info(
+                "input size from the checkpoint (pre-trained on %d px crops): resize %d, crop %d",
+                crop,
+                kwargs["resize"],
+                crop,
+            )
     if info["view"] in _SINGLE_STREAM:
         model = ChannelSlice(model, *_SINGLE_STREAM[info["view"]])
     if (isinstance(model, TwoStreamBackbone) or info["view"] in _SINGLE_STREAM) and not kwargs.get(

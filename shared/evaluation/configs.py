@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 TRAIN_AUGS = ("rrc_flip", "rrc_cj_flip", "crop_flip", "none")
-#: Per-epoch learning-rate schedules (see :func:`selfsup.shared.evaluation.engine.lr_for_epoch`).
+#: Per-epoch learning-rate schedules (see :func:`selfsup.shared.evaluation.probe_training.lr_for_epoch`).
 SCHEDULES = ("eveningglow", "step", "cosine", "exponential", "constant")
 #: ``lab``/``ycbcr``: CMC's colour views (L|ab, Y|CbCr), fed to two-stream CMC encoders.
 COLOR_SPACES = ("rgb", "lab", "ycbcr")

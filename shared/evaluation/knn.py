@@ -31,10 +31,10 @@ from torch.nn import functional as F
 
 from selfsup.shared.data import build_dataset
 from selfsup.shared.distributed import get_rank
-from selfsup.shared.evaluation.engine import dataset_description, frozen_copy, resolve_device
 from selfsup.shared.evaluation.features import FeatureCache, module_sha256, split_features
 from selfsup.shared.evaluation.inputs import build_transforms
 from selfsup.shared.evaluation.presets import config_to_dict, resolve_config
+from selfsup.shared.evaluation.probe_training import dataset_description, frozen_copy, resolve_device
 from selfsup.shared.evaluation.probes import FeatureProbe
 from selfsup.shared.evaluation.results import provenance, write_result
 

@@ -34,7 +34,10 @@ from torch.utils.data import Subset
 from selfsup.shared.data import ResumableSampler, SeededTransformDataset, build_dataset, build_loader
 from selfsup.shared.distributed import get_rank, get_world_size
 from selfsup.shared.distributed.collectives import all_reduce_sum
-from selfsup.shared.evaluation.engine import (
+from selfsup.shared.evaluation.features import FeatureCache, module_sha256, split_features
+from selfsup.shared.evaluation.inputs import build_transforms
+from selfsup.shared.evaluation.presets import LinearConfig, config_to_dict, resolve_config
+from selfsup.shared.evaluation.probe_training import (
     accuracy_counts,
     counts_to_metrics,
     dataset_description,
@@ -48,9 +51,6 @@ from selfsup.shared.evaluation.engine import (
     seeded,
     select_epoch,
 )
-from selfsup.shared.evaluation.features import FeatureCache, module_sha256, split_features
-from selfsup.shared.evaluation.inputs import build_transforms
-from selfsup.shared.evaluation.presets import LinearConfig, config_to_dict, resolve_config
 from selfsup.shared.evaluation.probes import FeatureProbe
 from selfsup.shared.evaluation.results import provenance, write_result
 from selfsup.shared.optim.optimizers import build_optimizer

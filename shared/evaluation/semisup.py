@@ -26,7 +26,10 @@ from torch.utils.data import Subset
 from selfsup.shared.data import ResumableSampler, SeededTransformDataset, build_dataset, build_loader
 from selfsup.shared.distributed import get_rank, get_world_size
 from selfsup.shared.distributed.collectives import all_reduce_sum
-from selfsup.shared.evaluation.engine import (
+from selfsup.shared.evaluation.features import module_sha256
+from selfsup.shared.evaluation.inputs import build_transforms
+from selfsup.shared.evaluation.presets import SemisupConfig, config_to_dict, resolve_config
+from selfsup.shared.evaluation.probe_training import (
     accuracy_counts,
     counts_to_metrics,
     dataset_description,
@@ -39,9 +42,6 @@ from selfsup.shared.evaluation.engine import (
     seeded,
     select_epoch,
 )
-from selfsup.shared.evaluation.features import module_sha256
-from selfsup.shared.evaluation.inputs import build_transforms
-from selfsup.shared.evaluation.presets import SemisupConfig, config_to_dict, resolve_config
 from selfsup.shared.evaluation.probes import FeatureProbe
 from selfsup.shared.evaluation.results import provenance, write_result
 from selfsup.shared.evaluation.subsets import choose_subset, write_subset_file

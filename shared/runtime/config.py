@@ -82,7 +82,7 @@ def common_parser(
         "--ckpt_interval",
         type=int,
         default=0,
-        help="also write weight/ckpt_last.pkl every N iterations (0: only at epoch checkpoints and on signals)",
+        help="also write the run's last checkpoint every N iterations (0: only at epoch ends and on signals)",
     )
     run.add_argument("--log_every", type=int, default=10, help="console/CSV log period in iterations")
     run.add_argument("--no_tensorboard", action="store_true", help="do not write TensorBoard scalars")

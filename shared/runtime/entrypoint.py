@@ -13,7 +13,7 @@ from typing import Any
 
 from selfsup.shared.data.imagefolder import CorruptImageError
 
-__all__ = ["run_reporting_errors"]
+__all__ = ["run_reporting_errors", "run_trainer"]
 
 
 def run_reporting_errors(prog: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -27,3 +27,15 @@ def run_reporting_errors(prog: str, fn: Callable[..., Any], *args: Any, **kwargs
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_trainer(entry: Any, argv: list[str] | None = None) -> int:
+    """A registered trainer's console entry point (``entry``: a
+    :class:`~selfsup.shared.runtime.registry.TrainerEntry`): parse its flags, train on the runtime, and report
+    bad input in one line."""
+    from selfsup.shared.runtime.trainer import train
+
+    args = entry.parse_args(argv)
+    return run_reporting_errors(
+        entry.prog, train, entry.method(args), args, sys.argv if argv is None else argv
+    )

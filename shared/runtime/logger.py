@@ -32,15 +32,19 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def get_logger(name: str = "selfsup", is_main: bool = True) -> logging.Logger:
-    """A console logger; non-main ranks only print warnings and errors."""
-    logger = logging.getLogger(name)
-    if not logger.handlers:
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    return logger
+    """A console logger; non-main ranks only print warnings and errors. The ``selfsup`` package logger (the
+    library's own warnings, such as a skipped corrupt image, in the main process and in forked loader workers)
+    gets the same format, at warning level unless ``name`` is ``selfsup`` itself."""
+    for configured in dict.fromkeys((name, "selfsup")):
+        logger = logging.getLogger(configured)
+        if not logger.handlers:
+            handler = _StdoutHandler()
+            handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
+            logger.addHandler(handler)
+            logger.propagate = False
+        verbose = is_main and (configured == name or logger.level == logging.INFO)
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    return logging.getLogger(name)
 
 
 class MetricLogger:

@@ -121,12 +121,14 @@ def run_epochs(
     metrics: MetricLogger,
     log: logging.Logger,
     after_step: Callable[[int], None] | None = None,
+    log_extras: Callable[[], Mapping[str, float]] | None = None,
 ) -> LoopResult:
     """Run the epochs of ``spec`` (see the module docstring); returns the last checkpoint and the step.
 
     ``sampler`` is a :class:`~selfsup.shared.data.ResumableSampler`; ``epoch_aware`` are further objects with
     ``set_epoch`` (datasets whose augmentation is seeded per epoch). ``after_step(step)`` runs after every step
-    (for example to redraw a loss plot every N steps).
+    (for example to redraw a loss plot every N steps); ``log_extras()`` adds values to every log line (counts
+    that are not per-step means, such as the images skipped so far).
     """
     step = spec.start_step
     saved: Path | None = None
@@ -152,6 +154,8 @@ def run_epochs(
                 if step % spec.log_every == 0 or done_epoch:
                     elapsed = time.perf_counter() - window_start
                     means = {name: float(total) / window_iters for name, total in window.items()}
+                    if log_extras is not None:
+                        means.update(log_extras())
                     lr = optimizer.param_groups[0]["lr"]
                     rate = window_images / elapsed
                     metrics.log(step, epoch=epoch, **means, lr=lr, images_per_s=rate)

@@ -2,7 +2,8 @@
 
 matplotlib is optional: :func:`plot_curves` raises ``ImportError`` without it, and trainers call
 :func:`plot_curves_if_available`, which skips the PNG with one warning so that a finished run never fails
-for want of a plot.
+for want of a plot. The warning is given once per PNG file (a run redraws its plot many times), so whether a
+run warns never depends on what ran before it in the same process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-_warned_missing = False
+#: PNG files whose missing-matplotlib warning was given
+_warned_missing: set[Path] = set()
 
 
 def _pyplot():
@@ -60,12 +62,34 @@ def plot_curves_if_available(
     logger: logging.Logger,
     **labels: str,
 ) -> Path | None:
-    """:func:`plot_curves`, or ``None`` with a one-time warning when matplotlib is not installed."""
-    global _warned_missing
+    """:func:`plot_curves`, or ``None`` with one warning per ``out_path`` when matplotlib is not installed."""
     try:
         return plot_curves(curves, out_path, **labels)
     except ImportError as err:
-        if not _warned_missing:
+        path = Path(out_path).resolve()
+        if path not in _warned_missing:
             logger.warning("%s; %s is not drawn (the run is not affected)", err, out_path)
-            _warned_missing = True
+            _warned_missing.add(path)
         return None
+
+
+def plot_log_column(
+    csv_path: str | Path,
+    png_path: str | Path,
+    *,
+    column: str = "loss",
+    title: str = "",
+    ylabel: str | None = None,
+    logger: logging.Logger,
+) -> Path | None:
+    """Redraw ``png_path`` from one column of a run's CSV log against ``global_step`` (skipped with one
+    warning when matplotlib is missing, nothing when the log is empty)."""
+    from selfsup.shared.runtime.logger import read_csv_log
+
+    rows = [row for row in read_csv_log(csv_path) if column in row]
+    if not rows:
+        return None
+    curve = ([row["global_step"] for row in rows], [row[column] for row in rows])
+    return plot_curves_if_available(
+        {column: curve}, png_path, logger=logger, xlabel="iteration", ylabel=ylabel or column, title=title
+    )

@@ -580,7 +580,9 @@ def test_uninferable_weights_need_arch_and_allow_partial(saved) -> None:
 
 def test_arch_mismatch_is_a_clear_error(saved) -> None:
     ckpt = load_checkpoint_file(saved("swav_released_resnet50w2")[0])
-    with pytest.raises(ArchitectureMismatchError, match=r"resnet50w2.*base width 128.*omit --arch"):
+    with pytest.raises(
+        ArchitectureMismatchError, match=r"base width 128 in the weights, 64 for resnet50.*drop --arch"
+    ):
         load_backbone(ckpt, arch="resnet50")
     with pytest.raises(ArchitectureMismatchError, match="Bottleneck"):
         load_backbone(ckpt, arch="resnet18")

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from selfsup.shared.evaluation.cli import _NOT_OVERRIDES, build_parser, overrides_from_args
-from selfsup.shared.evaluation.engine import lr_for_epoch, select_epoch, should_evaluate
 from selfsup.shared.evaluation.inputs import build_transforms
 from selfsup.shared.evaluation.presets import (
     KNN_PRESETS,
@@ -16,6 +15,7 @@ from selfsup.shared.evaluation.presets import (
     config_to_dict,
     resolve_config,
 )
+from selfsup.shared.evaluation.probe_training import lr_for_epoch, select_epoch, should_evaluate
 
 # (preset, field, value, spec reference) - each value read from /work/shared/specs.
 LINEAR_EXPECTED = {

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from selfsup.shared.evaluation import engine, run_knn, run_linear, run_semisup, write_report
+from selfsup.shared.evaluation import probe_training, run_knn, run_linear, run_semisup, write_report
 from selfsup.shared.evaluation.features import module_sha256
 from selfsup.shared.evaluation.subsets import read_subset_file
 from selfsup.shared.models.alexnet import build_cmc_alexnet_half
@@ -68,17 +68,17 @@ def test_linear_eveningglow_bn_train_mode_keeps_callers_bn_statistics(backbone):
 def test_linear_resume_continues_bitwise(backbone, tmp_path, monkeypatch):
     common = dict(dataset="digits", preset="quick", epochs=4, cache_dir=tmp_path / "cache", **SMALL)
     straight = run_linear(backbone, state_path=tmp_path / "a.state.pt", **common)
-    original = engine.save_state
+    original = probe_training.save_state
 
     def crash_after_epoch_2(path, payload):
         original(path, payload)
         if payload["epoch"] == 2:
             raise KeyboardInterrupt("simulated preemption")
 
-    monkeypatch.setattr(engine, "save_state", crash_after_epoch_2)
+    monkeypatch.setattr(probe_training, "save_state", crash_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_linear(backbone, state_path=tmp_path / "b.state.pt", **common)
-    monkeypatch.setattr(engine, "save_state", original)
+    monkeypatch.setattr(probe_training, "save_state", original)
     resumed = run_linear(backbone, state_path=tmp_path / "b.state.pt", resume=True, **common)
     assert [e["epoch"] for e in resumed["curve"]] == [1, 2, 3, 4]
     assert resumed["curve"] == straight["curve"]

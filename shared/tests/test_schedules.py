@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from selfsup.shared.evaluation.probe_training import eveningglow_linear_lr
 from selfsup.shared.optim.schedules import (
     LRSchedule,
     apply_lr,
     cosine_lr,
-    eveningglow_linear_lr,
-    linear_warmup_cosine_lr,
     step_lr,
-    warmup_cosine_schedule,
 )
 
 
@@ -41,52 +36,6 @@ def test_cosine_lr_endpoints() -> None:
     assert cosine_lr(0.3, 50, 100, final_lr=0.1) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="--epochs"):
         cosine_lr(0.1, 0, 0)
-
-
-def test_swav_warmup_cosine_schedule() -> None:
-    base, final, start, epochs, ipe, warm = 4.8, 0.0048, 0.3, 5, 4, 2
-    sched = warmup_cosine_schedule(base, final, epochs, ipe, warmup_epochs=warm, start_warmup=start)
-    assert sched.shape == (epochs * ipe,)
-    w, t_total = warm * ipe, (epochs - warm) * ipe
-    np.testing.assert_allclose(sched[:w], np.linspace(start, base, w))
-    assert sched[0] == pytest.approx(start) and sched[w - 1] == pytest.approx(base)
-    assert sched[w] == pytest.approx(base)  # the cosine part starts at t = 0
-    assert np.all(np.diff(sched[:w]) > 0) and np.all(np.diff(sched[w:]) < 0)
-    last = final + 0.5 * (base - final) * (1 + math.cos(math.pi * (t_total - 1) / t_total))
-    assert sched[-1] == pytest.approx(last)
-    no_warmup = warmup_cosine_schedule(0.6, 0.0006, 3, 2)
-    assert no_warmup[0] == pytest.approx(0.6) and len(no_warmup) == 6
-    with pytest.raises(ValueError, match="--warmup_epochs"):
-        warmup_cosine_schedule(1.0, 0.0, 3, 2, warmup_epochs=3)
-
-
-def test_lrschedule_warmup_cosine_equals_swav_array_everywhere() -> None:
-    kwargs = dict(
-        base_lr=4.8, final_lr=0.0048, epochs=4, iters_per_epoch=3, warmup_epochs=1, start_warmup=0.3
-    )
-    schedule = LRSchedule("warmup_cosine", **kwargs)
-    assert schedule.per_iteration
-    array = warmup_cosine_schedule(4.8, 0.0048, 4, 3, warmup_epochs=1, start_warmup=0.3)
-    values = [schedule.lr_at(e, i) for e in range(4) for i in range(3)]
-    np.testing.assert_allclose(values, array)
-    single_step_warmup = LRSchedule("warmup_cosine", 1.0, epochs=3, iters_per_epoch=1, warmup_epochs=1)
-    assert single_step_warmup.lr_at(0) == 0.0  # np.linspace(0, 1, 1) == [0]
-
-
-def test_intl_linear_warmup_cosine() -> None:
-    base, total, warm = 0.5, 20, 4
-    assert linear_warmup_cosine_lr(base, 0, total, warm) == pytest.approx(base / warm)
-    assert linear_warmup_cosine_lr(base, warm - 1, total, warm) == pytest.approx(base)
-    assert linear_warmup_cosine_lr(base, total - 1, total, warm) == pytest.approx(0.001 * base)
-    q = 0.5 * (1 + math.cos(math.pi * 1 / (total - warm)))
-    assert linear_warmup_cosine_lr(base, warm, total, warm) == pytest.approx(
-        base * q + 0.001 * base * (1 - q)
-    )
-    schedule = LRSchedule(
-        "linear_warmup_cosine", base, epochs=5, iters_per_epoch=4, warmup_epochs=1, final_lr=0.001 * base
-    )
-    assert schedule.lr_at(4, 3) == pytest.approx(0.001 * base)
-    assert schedule.lr_at(1, 1) == pytest.approx(linear_warmup_cosine_lr(base, 5, total, warm))
 
 
 def test_eveningglow_linear_eval_schedule() -> None:
@@ -120,8 +69,6 @@ def test_lrschedule_validation() -> None:
         LRSchedule("poly", 0.1, epochs=10)
     with pytest.raises(ValueError, match="--epochs"):
         LRSchedule("cosine", 0.1, epochs=0)
-    with pytest.raises(ValueError, match="--warmup_epochs"):
-        LRSchedule("linear_warmup_cosine", 0.1, epochs=10)
     with pytest.raises(AttributeError):
         LRSchedule("constant", 0.1, epochs=1).base_lr = 1.0  # frozen
 

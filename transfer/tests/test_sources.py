@@ -442,15 +442,30 @@ def _scaler() -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cpu", enabled=False)
 
 
+def _through_runtime(method: Any, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> dict[str, Any]:
+    """What the trainer runtime writes for ``method`` (its original entries and the selfsup schema)."""
+    from selfsup.shared.runtime.trainer import checkpoint_state
+
+    return checkpoint_state(
+        method.checkpoint_entries(),
+        project=method.project,
+        export=method.export(),
+        optimizer=optimizer,
+        scaler=_scaler(),
+        position=(1, 0, 7),
+        record=record,
+    )
+
+
 def _moco_checkpoint() -> dict[str, Any]:
-    """``selfsup.moco.train.checkpoint_state`` of a ResNet-50 MoCo (query and momentum encoders)."""
+    """``moco-train``'s checkpoint of a ResNet-50 MoCo (query and momentum encoders)."""
     from selfsup.moco import cli, train
 
     args = cli.parse_args(["--arch", "resnet50", "--mlp"])
-    model = _meta(train.build_model)(args)
+    method = train.MoCoTrainer(args)
+    method.model = model = _meta(train.build_model)(args)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
-    record = {"args": {**vars(args), "backbone": train.backbone_config(args).to_dict()}}
-    return train.checkpoint_state(model, optimizer, _scaler(), epoch=1, iteration=0, step=7, record=record)
+    return _through_runtime(method, optimizer, {"args": {**vars(args)}})
 
 
 def _swav_unmix_checkpoint(arch: str, path: Path) -> dict[str, Any]:
@@ -464,82 +479,60 @@ def _swav_unmix_checkpoint(arch: str, path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=True)
 
 
-def _intl_checkpoint(method: str) -> dict[str, Any]:
-    """The dict ``selfsup.intl.train``'s ``save()`` writes (``projects/intl/train.py``), ResNet-50."""
-    from selfsup.intl import cli, engine, train
+def _intl_checkpoint(method_name: str) -> dict[str, Any]:
+    """``intl-train``'s checkpoint (``projects/intl/train.py``), ResNet-50."""
+    from types import SimpleNamespace
 
-    args = cli.parse_args(["--method", method, "--arch", "resnet50"])
-    model = _meta(train.build_model)(args)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return {
-        "epoch": 1,
-        "arch": args.arch,
-        "state_dict": model.original_state_dict(),
-        "optimizer": optimizer.state_dict(),
-        **engine.selfsup_entries(
-            project="intl",
-            method=args.method,
-            backbone=train.backbone_config(args),
-            export={
-                "state_dict_location": "state_dict",
-                "prefix": "module.backbone.",
-                "ema_location": "state_dict" if args.method == "intl_m" else None,
-                "ema_prefix": "module.momentum_backbone.",
-                "drop_prefixes": [],
-            },
-            input_normalization=train.input_normalization(args)[0],
-            scaler=_scaler(),
-            iteration=0,
-            global_step=7,
-            record={"args": {"method": args.method, "arch": args.arch}},
-        ),
-    }
+    from selfsup.intl import cli, train
+
+    args = cli.parse_args(["--method", method_name, "--arch", "resnet50"])
+    method = train.INTLTrainer(args)
+    method.model = _meta(train.build_model)(args)
+    method.ctx = SimpleNamespace(env=SimpleNamespace(is_main=True))
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.1)
+    return _through_runtime(method, optimizer, {"args": {"method": args.method, "arch": args.arch}})
 
 
 def _cwrgp_checkpoint() -> dict[str, Any]:
-    """The dict ``selfsup.intl.cwrgp_train``'s ``save()`` writes, ``--arch resnet50`` (always a CIFAR stem)."""
-    from selfsup.intl import cwrgp_cli, cwrgp_train, engine
+    """``cwrgp-train``'s checkpoint, ``--arch resnet50`` (always a CIFAR stem)."""
+    from selfsup.intl import cwrgp_cli, cwrgp_train
 
     args = cwrgp_cli.parse_args(["--arch", "resnet50"])
-    model = _meta(cwrgp_train.build_model)(args)
-    return {
-        "epoch": 1,
-        "arch": args.arch,
-        "state_dict": model.original_state_dict(),
-        "optimizer": torch.optim.SGD(model.parameters(), lr=0.1).state_dict(),
-        **engine.selfsup_entries(
-            project="cwrgp",
-            method=args.method,
-            backbone=cwrgp_train.backbone_config(args),
-            export=cwrgp_train.EXPORT,
-            input_normalization=args.dataset,
-            scaler=_scaler(),
-            iteration=0,
-            global_step=7,
-            record={"args": {"arch": args.arch}},
-        ),
-    }
+    method = cwrgp_train.CWRGPTrainer(args)
+    method.model = _meta(cwrgp_train.build_model)(args)
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.1)
+    return _through_runtime(method, optimizer, {"args": {"arch": args.arch}})
 
 
 def _cmc_checkpoint(trainer_name: str, argv: list[str]) -> dict[str, Any]:
-    """``ContrastTrainer.checkpoint`` of the CMC project's trainers (``cmc-train`` / ``cmc-moco-ins-train``): the
-    model on the meta device, the contrast module (memory bank / queue) real and small."""
+    """The checkpoint the CMC project's trainers (``cmc-train`` / ``cmc-moco-ins-train``) write through the
+    runtime's ``checkpoint_state``: the model on the meta device, the contrast module (memory bank / queue) real
+    and small."""
     from selfsup.cmc import cli, train, train_moco_ins
+    from selfsup.shared.runtime.trainer import checkpoint_state
 
-    module, parse, trainer_class = {
+    module, parse, method_class = {
         "cmc": (train, cli.parse_cmc_args, train.CMCTrainer),
         "moco_ins": (train_moco_ins, cli.parse_moco_ins_args, train_moco_ins.MocoInsTrainer),
     }[trainer_name]
     args = parse([*argv, "--nce_k", "4"])
-    trainer = trainer_class(args, argv)
+    method = method_class(args)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "build_cmc_model", _meta(module.build_cmc_model))
-        trainer.build(num_data=8)
-    if getattr(trainer, "model_ema", None) is not None:
-        _constant_state(trainer.model_ema, offset=_formats.EMA_OFFSET)  # a deep copy of the query encoder
-    trainer.record = {"args": json.loads(json.dumps(vars(args), default=str))}
-    optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.03)
-    return trainer.checkpoint(optimizer, _scaler(), epoch=1, iteration=0, step=7)
+        method.build_modules(num_data=8)
+    if getattr(method, "model_ema", None) is not None:
+        _constant_state(method.model_ema, offset=_formats.EMA_OFFSET)  # a deep copy of the query encoder
+    method.record = {"args": json.loads(json.dumps(vars(args), default=str))}
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.03)
+    return checkpoint_state(
+        method.checkpoint_entries(),
+        project=method.project,
+        export=method.export(),
+        optimizer=optimizer,
+        scaler=_scaler(),
+        position=(1, 0, 7),
+        record=method.record,
+    )
 
 
 #: project checkpoint -> (builder, {branch: (entry, prefix)} of the converted tensors, or None when refused)

@@ -1,16 +1,13 @@
-"""One rank of the 2-process gloo check of ``selfsup.cmc.contrast`` (run by ``test_contrast.py``).
+"""One rank of the 2-process gloo check of ``selfsup.cmc.contrast`` (run by ``test_contrast.py`` through the root
+conftest's ``torchrun`` fixture).
 
-Usage: ``python dist_worker.py OUT_DIR`` with a torchrun-style environment. Each rank builds the same contrast
-modules (same seed), takes its half of a fixed global batch through one step and saves what it holds to
-``OUT_DIR/rank<r>.pt``; the test compares those with one process on the concatenated batch.
-:func:`launch` starts the two ranks.
+Usage: ``torchrun --nproc_per_node 2 dist_worker.py OUT_DIR``. Each rank builds the same contrast modules (same
+seed), takes its half of a fixed global batch through one step and saves what it holds to ``OUT_DIR/rank<r>.pt``;
+the test compares those with one process on the concatenated batch.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -80,43 +77,6 @@ def run(out_dir: Path) -> None:
     D.barrier()
     torch.save(result, out_dir / f"rank{env.rank}.pt")
     D.cleanup()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(out_dir: Path, timeout_s: float = 120.0) -> list[dict]:
-    """Run this file as two gloo ranks (torchrun-style environment); return each rank's saved results."""
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID")
-    output = ""
-    for _attempt in range(3):  # a probed port can be taken before the rendezvous binds it
-        port = _free_port()
-        procs = []
-        for rank in range(2):
-            env = {k: v for k, v in os.environ.items() if k not in drop}
-            env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
-            env.update(MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-            if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
-                env["GLOO_SOCKET_IFNAME"] = "lo"
-            cmd = [sys.executable, str(Path(__file__).resolve()), str(out_dir)]
-            procs.append(
-                subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            )
-        try:
-            output = "\n".join(proc.communicate(timeout=timeout_s)[0] for proc in procs)
-        except subprocess.TimeoutExpired:
-            for proc in procs:
-                proc.kill()
-                proc.communicate()
-            raise RuntimeError(f"2-process gloo run timed out after {timeout_s}s") from None
-        if all(proc.returncode == 0 for proc in procs):
-            return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
-        if "address already in use" not in output.lower():
-            break
-    raise RuntimeError(f"2-process gloo run failed:\n{output[-4000:]}")
 
 
 if __name__ == "__main__":

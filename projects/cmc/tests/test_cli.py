@@ -78,9 +78,12 @@ def test_bad_flags_name_the_flag(argv, message, capsys):
 
 
 def test_a_missing_data_folder_and_a_wrong_resume_file_are_named(tmp_path, tiny_cmc, capsys):
-    argv = [a for a in tiny_cmc if a not in ("--dataset", "digits")]
-    assert cmc_main([*argv, "--data_folder", str(tmp_path / "nope"), "--model_path", str(tmp_path)]) == 2
-    assert "nope" in capsys.readouterr().err
+    argv = list(tiny_cmc)
+    argv[argv.index("--data_folder") + 1] = str(tmp_path / "nope.npz")
+    assert cmc_main([*argv, "--model_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nope.npz" in err and "--data_folder" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing is written before the flags and the data are checked
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     assert cmc_main([*tiny_cmc, "--model_path", str(tmp_path), "--resume", str(garbage)]) == 2

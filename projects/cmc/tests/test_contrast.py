@@ -327,19 +327,14 @@ def test_moco_nce_z_and_original_state():
 # -------------------------------------------------------------------------------- 2-process gloo run
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return _load_worker().launch(tmp_path_factory.mktemp("cmc_gloo"))
-
-
-@pytest.fixture(scope="module")
-def single_process() -> dict:
-    worker = _load_worker()
-    return worker.step(worker.build(), worker.global_batch(), slice(None))
-
-
 @pytest.mark.distributed
-def test_two_ranks_hold_identical_state_equal_to_one_process(two_ranks, single_process):
+def test_two_ranks_hold_identical_state_equal_to_one_process_and_score_their_half(tmp_path, torchrun):
+    proc = torchrun(str(WORKER), str(tmp_path), env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two_ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    worker = _load_worker()
+    single_process = worker.step(worker.build(), worker.global_batch(), slice(None))
+
     assert [int(r["world"]) for r in two_ranks] == [2, 2]
     state_keys = [k for k in single_process if "." in k]
     assert {"cmc.memory_l.memory", "cmc.z_l", "moco.queue_ptr", "insdis.memory.memory"} <= set(state_keys)
@@ -353,14 +348,11 @@ def test_two_ranks_hold_identical_state_equal_to_one_process(two_ranks, single_p
             assert torch.equal(two_ranks[0][key], single_process[key]), key
     assert int(two_ranks[0]["moco.queue_ptr"]) == 6 % 5  # both ranks' 3 keys entered the queue
 
-
-@pytest.mark.distributed
-def test_two_ranks_score_their_half_like_one_process(two_ranks, single_process):
-    n = _load_worker().ROWS_PER_RANK
+    # each rank scores its half of the batch as one process scores those rows of the whole batch
     for name in ("out_l", "out_ab", "out_ins", "out_moco"):
         full = torch.cat([two_ranks[0][name], two_ranks[1][name]])
         torch.testing.assert_close(full, single_process[name], rtol=1e-5, atol=0)
-        assert full.shape[0] == 2 * n
+        assert full.shape[0] == 2 * worker.ROWS_PER_RANK
 
 
 def test_scores_backward_equals_autograds_bmm_and_finite_differences():

@@ -8,8 +8,6 @@ from selfsup.cmc.train import main as cmc_main
 from selfsup.cmc.train_moco_ins import main as ins_main
 
 SMALL = [
-    "--dataset",
-    "digits",
     "--image_size",
     "16",
     "--epochs",
@@ -32,7 +30,7 @@ def test_original_defaults_map_to_the_papers_presets():
     assert ins["preset"] == "cmc_insdis" and ins["schedule"] == "cosine" and ins["train_aug"] == "rrc_flip"
 
 
-def test_linear_probe_of_a_cmc_checkpoint_with_the_original_flags(tmp_path, tiny_cmc, capsys):
+def test_linear_probe_of_a_cmc_checkpoint_with_the_original_flags(tmp_path, tiny_cmc, digits192, capsys):
     assert cmc_main([*tiny_cmc, "--max_iters", "2", "--model_path", str(tmp_path / "run")]) == 0
     (checkpoint,) = (tmp_path / "run").glob("*/current.pth")
     argv = [
@@ -43,6 +41,10 @@ def test_linear_probe_of_a_cmc_checkpoint_with_the_original_flags(tmp_path, tiny
         "--save_path",
         str(tmp_path / "lin"),
         *SMALL,
+        "--dataset",
+        "npz",
+        "--data_folder",
+        str(digits192),
     ]
     assert main([*argv, "--view_stream", "l"]) == 0
     result = json.loads((tmp_path / "lin" / "resnet18v1_layer6.json").read_text())
@@ -50,7 +52,7 @@ def test_linear_probe_of_a_cmc_checkpoint_with_the_original_flags(tmp_path, tiny
     assert 0 < result["top1"] <= 100 and "best top-1" in capsys.readouterr().out
 
 
-def test_eval_moco_ins_on_a_moco_checkpoint(tmp_path, tiny_ins):
+def test_eval_moco_ins_on_a_moco_checkpoint(tmp_path, tiny_ins, digits192):
     assert ins_main([*tiny_ins, "--moco", "--max_iters", "2", "--model_path", str(tmp_path / "run")]) == 0
     (checkpoint,) = (tmp_path / "run").glob("*/current.pth")
     argv = [
@@ -61,6 +63,10 @@ def test_eval_moco_ins_on_a_moco_checkpoint(tmp_path, tiny_ins):
         "--save_path",
         str(tmp_path / "lin"),
         *SMALL,
+        "--dataset",
+        "npz",
+        "--data_folder",
+        str(digits192),
     ]
     assert eval_moco_ins(argv) == 0
     result = json.loads((tmp_path / "lin" / "resnet18_layer6.json").read_text())
@@ -71,5 +77,5 @@ def test_eval_moco_ins_on_a_moco_checkpoint(tmp_path, tiny_ins):
 
 
 def test_a_missing_checkpoint_names_the_file(tmp_path, capsys):
-    assert main(["--model_path", str(tmp_path / "nope.pth"), *SMALL]) == 2
+    assert main(["--model_path", str(tmp_path / "nope.pth"), *SMALL, "--dataset", "digits"]) == 2
     assert "nope.pth" in capsys.readouterr().err

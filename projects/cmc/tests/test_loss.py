@@ -1,4 +1,5 @@
-"""The NCE and softmax losses of CMC / InsDis against hand computations and the original NCECriterion."""
+"""The NCE and softmax losses of CMC / InsDis against hand computations and the original NCECriterion, and the
+trainers' objectives built on them."""
 
 import math
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.cmc.loss import nce_loss, softmax_loss
+from selfsup.cmc.loss import cmc_objective, instance_objective, nce_loss, softmax_loss
 
 
 def original_nce_criterion(x: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
@@ -76,3 +77,16 @@ def test_losses_validate_shapes():
         nce_loss(torch.rand(3, 4), 0)
     with pytest.raises(ValueError, match=r"\[B, K\+1\]"):
         softmax_loss(torch.rand(3, 4, 1))
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_the_trainers_objectives_sum_both_views_and_log_the_positive_column(softmax):
+    gen = torch.Generator().manual_seed(3)
+    out_l, out_ab = torch.rand(4, 6, generator=gen) + 0.01, torch.rand(4, 6, generator=gen) + 0.01
+    term = (lambda s: softmax_loss(s)) if softmax else (lambda s: nce_loss(s, 50))
+    cmc = cmc_objective(out_l, out_ab, softmax=softmax, num_data=50)
+    assert torch.equal(cmc["l_loss"], term(out_l)) and torch.equal(cmc["ab_loss"], term(out_ab))
+    assert torch.equal(cmc["loss"], term(out_l) + term(out_ab))  # L_CMC: both directions
+    assert torch.equal(cmc["l_prob"], out_l[:, 0].mean()) and torch.equal(cmc["ab_prob"], out_ab[:, 0].mean())
+    ins = instance_objective(out_l, softmax=softmax, num_data=50)
+    assert torch.equal(ins["loss"], term(out_l)) and torch.equal(ins["prob"], out_l[:, 0].mean())

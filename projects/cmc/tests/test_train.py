@@ -1,16 +1,19 @@
-"""The CMC trainers end to end on the embedded digits: checkpoint content in the original layout, bitwise resume
-(memories, Z, queue, every RNG, Image Mixture on), evaluation of our checkpoints, torchrun with 2 gloo ranks."""
+"""The CMC trainers on the runtime, on the 192-image fixture: checkpoints in the original layout, bitwise resume
+with Image Mixture and the MoCo queue across an epoch boundary, the resume guards, ``--bn_splits``, evaluation of
+our checkpoints, and the memory banks of a 2-process run. (Plain bitwise resume, a 2-process smoke run and
+``selfsup-eval knn`` of every registered trainer are in ``tests/test_trainer_contract.py``.)"""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from selfsup.cmc.cli import parse_cmc_args, parse_moco_ins_args
+from selfsup.cmc.train import CMCTrainer
 from selfsup.cmc.train import main as cmc_main
+from selfsup.cmc.train_moco_ins import MocoInsTrainer
 from selfsup.cmc.train_moco_ins import main as ins_main
+from selfsup.shared.runtime.trainer import TrainingRun
 
 
 def run(main, tmp_path: Path, args, *extra: str) -> Path:
@@ -46,103 +49,122 @@ def test_cmc_checkpoint_holds_the_original_entries_and_the_training_state(tmp_pa
     assert set(ckpt["contrast"]) == {"params", "memory_l", "memory_ab"}
     params = ckpt["contrast"]["params"]
     assert params[0] == 64 and abs(float(params[1]) - 0.07) < 1e-6 and float(params[2]) > 0  # K, T, Z_l set
-    assert ckpt["contrast"]["memory_l"].shape == (1347, 128)
-    assert ckpt["opt"]["nce_k"] == 64 and ckpt["opt"]["view"] == "Lab"
+    assert ckpt["contrast"]["memory_l"].shape == (192, 128)
+    assert ckpt["opt"]["nce_k"] == 64 and ckpt["opt"]["view"] == "Lab" and ckpt["opt"] == ckpt["args"]["args"]
     assert ckpt["global_step"] == 3 and ckpt["iteration"] == 3 and ckpt["format"] == "selfsup"
+    assert (ckpt["project"], ckpt["method"], ckpt["export"]) == ("cmc", "cmc", {"original_format": "cmc"})
+    assert set(ckpt["state"]) == {"model", "contrast"}
     # the memories (1.3 GB for ImageNet) appear in `contrast` and in the training state, stored once
     for name in ("memory_l", "memory_ab"):
         original, state = ckpt["contrast"][name], ckpt["state"]["contrast"][f"{name}.memory"]
         assert original.untyped_storage().data_ptr() == state.untyped_storage().data_ptr()
     assert (out / "config.json").is_file() and (out / "log.csv").is_file()
-
-
-def test_cmc_resume_is_bitwise_across_an_epoch_boundary(tmp_path, tiny_cmc):
-    # 1347 digits = 43 iterations of 32: stop at 40, resume to 46 (epoch 1, iteration 3); NCE sets Z at step 1
-    straight = run(cmc_main, tmp_path / "a", tiny_cmc, "--max_iters", "46")
-    run(cmc_main, tmp_path / "b", tiny_cmc, "--max_iters", "40")
-    resumed = run(cmc_main, tmp_path / "b", tiny_cmc, "--max_iters", "46", "--resume", "auto")
-    a, b = load(straight / "current.pth"), load(resumed / "current.pth")
-    assert (a["epoch"], a["iteration"]) == (1, 3)
-    assert_same_state(a, b)
-    assert torch.equal(a["contrast"]["params"], b["contrast"]["params"])
+    assert "l_prob" in (out / "log.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("im_type", ["IM", "Cutout"])
-def test_moco_resume_with_image_mixture_is_bitwise(tmp_path, tiny_ins, im_type):
-    flags = [
-        *tiny_ins,
-        "--moco",
-        "--softmax",
-        "--IM",
-        "--IM_type",
-        im_type,
+def test_moco_resume_with_image_mixture_is_bitwise_across_an_epoch_boundary(tmp_path, tiny_ins, im_type):
+    flags = [*tiny_ins, "--moco", "--softmax", "--nce_k", "48", "--IM", "--IM_type", im_type]
+    flags += [
         "--g_prob",
         "0.5",
         "--r_prob",
         "0.5",
+        "--cutout_p",
+        "0.5",
+        "--mask_size",
+        "6",
+        "--num_workers",
+        "1",
     ]
-    flags += ["--cutout_p", "0.5", "--mask_size", "6", "--num_workers", "1"]
-    straight = run(ins_main, tmp_path / "a", flags, "--max_iters", "45")
-    run(ins_main, tmp_path / "b", flags, "--max_iters", "41")
-    resumed = run(ins_main, tmp_path / "b", flags, "--max_iters", "45", "--resume", "auto")
-    assert straight.name.startswith("MoCo0.999_softmax_64_resnet18_lr_0.03")
+    # 6 steps per epoch: stop at 5, resume to 8 (epoch 1, iteration 2)
+    straight = run(ins_main, tmp_path / "a", flags, "--max_iters", "8")
+    run(ins_main, tmp_path / "b", flags, "--max_iters", "5")
+    resumed = run(ins_main, tmp_path / "b", flags, "--max_iters", "8", "--resume", "auto")
+    assert straight.name.startswith("MoCo0.999_softmax_48_resnet18_lr_0.03")
     a, b = load(straight / "current.pth"), load(resumed / "current.pth")
+    assert (a["epoch"], a["iteration"]) == (1, 2)
     assert_same_state(a, b)
     assert set(a) >= {"model", "model_ema", "contrast"} and set(a["contrast"]) == {"params", "memory"}
-    assert int(a["state"]["contrast"]["queue_ptr"]) == (1347 + 2 * 32) % 64  # epoch 0, then 2 steps
+    assert a["export"] == {"original_format": "cmc_insdis"} and a["method"] == "moco"
+    assert int(a["state"]["contrast"]["queue_ptr"]) == (192 + 2 * 32) % 48  # epoch 0, then 2 steps
 
 
 def test_insdis_epoch_checkpoints_use_the_original_names(tmp_path, tiny_ins):
-    out = run(ins_main, tmp_path, tiny_ins, "--epochs", "2", "--save_freq", "1", "--softmax")
-    assert (out / "ckpt_epoch_1.pth").is_file() and (out / "ckpt_epoch_2.pth").is_file()
-    ckpt = load(out / "ckpt_epoch_2.pth")
-    assert ckpt["epoch"] == 2 and set(ckpt["contrast"]) == {"params", "memory"} and "model_ema" not in ckpt
+    out = run(ins_main, tmp_path, tiny_ins, "--epochs", "3", "--save_freq", "2", "--softmax")
+    names = sorted(p.name for p in out.glob("*.pth"))
+    assert names == ["ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "current.pth"]  # --save_freq, and the last epoch
+    ckpt = load(out / "ckpt_epoch_3.pth")
+    assert ckpt["epoch"] == 3 and set(ckpt["contrast"]) == {"params", "memory"} and "model_ema" not in ckpt
+    assert load(out / "ckpt_epoch_2.pth")["epoch"] == 2 and ckpt["method"] == "insdis"
 
 
-def test_selfsup_eval_reads_our_checkpoints_in_the_original_layout(tmp_path, tiny_cmc, tiny_ins):
+def test_resume_refuses_another_method_or_model(tmp_path, tiny_ins, capsys):
+    out = run(ins_main, tmp_path / "ins", tiny_ins, "--max_iters", "1")
+    ckpt = str(out / "current.pth")
+    assert ins_main([*tiny_ins, "--moco", "--model_path", str(tmp_path / "m"), "--resume", ckpt]) == 2
+    assert "method 'insdis'; this run is cmc/moco" in capsys.readouterr().err
+    flags = [*tiny_ins, "--model", "resnet50", "--model_path", str(tmp_path / "r50"), "--resume", ckpt]
+    assert ins_main(flags) == 2
+    assert "--model is 'resnet18', not 'resnet50'" in capsys.readouterr().err
+
+
+def test_bn_splits_emulates_per_gpu_bn_and_keeps_the_original_keys(tmp_path, tiny_ins):
+    from selfsup.shared.models.split_batchnorm import SplitBatchNorm2d
+
+    flags = [*tiny_ins, "--moco", "--bn_splits", "4", "--model_path", str(tmp_path)]
+    args = parse_moco_ins_args(flags)
+    method = MocoInsTrainer(args)
+    run_ = TrainingRun.start(method, args, flags)
+    try:
+        for module in (method.model, method.model_ema):
+            assert any(isinstance(m, SplitBatchNorm2d) for m in module.modules())
+        batch = next(iter(run_.parts.data.loader))
+        assert torch.isfinite(run_.step(batch)["loss"])
+        split_keys = set(method.checkpoint_entries()["model"])
+    finally:
+        run_.close()
+    plain_dir = run(ins_main, tmp_path / "plain", [*tiny_ins, "--moco"], "--max_iters", "1")
+    assert split_keys == set(load(plain_dir / "current.pth")["model"])
+
+
+def test_selfsup_eval_reads_our_checkpoints_in_the_original_layout(tmp_path, tiny_cmc, tiny_ins, digits192):
     from selfsup.shared.evaluation import evaluate_checkpoint
 
-    cmc = run(cmc_main, tmp_path / "cmc", tiny_cmc, "--max_iters", "2") / "current.pth"
+    data = {"dataset": "npz", "root": str(digits192), "k": 5, "resize": 16, "crop": 16}
+    cmc = run(cmc_main, tmp_path / "cmc", tiny_cmc, "--cifar_stem", "--max_iters", "2") / "current.pth"
     for view in ("both", "l", "ab"):
-        result = evaluate_checkpoint("knn", cmc, dataset="digits", k=5, resize=16, crop=16, view=view)
+        result = evaluate_checkpoint("knn", cmc, view=view, **data)
         assert result["checkpoint"]["format"] == "selfsup" and 0 < result["top1"] <= 100
         assert result["checkpoint"]["view"] == view
     ins = run(ins_main, tmp_path / "ins", [*tiny_ins, "--moco"], "--max_iters", "2") / "current.pth"
     for branch in ("online", "ema"):
-        result = evaluate_checkpoint("knn", ins, dataset="digits", k=5, resize=16, crop=16, branch=branch)
+        result = evaluate_checkpoint("knn", ins, branch=branch, **data)
         assert 0 < result["top1"] <= 100
 
 
 @pytest.mark.distributed
-def test_torchrun_two_process_gloo_run(tmp_path, tiny_cmc, free_port):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port),
-    ]
-    cmd += ["-m", "selfsup.cmc.train", *tiny_cmc, "--max_iters", "3", "--model_path", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (out,) = list(tmp_path.iterdir())
-    ckpt = load(out / "current.pth")
-    assert ckpt["global_step"] == 3 and ckpt["args"]["world_size"] == 2
-
-
-def test_bn_splits_emulates_per_gpu_bn_and_keeps_the_original_keys(tmp_path, tiny_ins):
-    from selfsup.cmc.cli import parse_moco_ins_args
-    from selfsup.cmc.train_moco_ins import MocoInsTrainer
-    from selfsup.shared.models.split_batchnorm import SplitBatchNorm2d
-
-    flags = [*tiny_ins, "--moco", "--bn_splits", "4", "--max_iters", "2", "--model_path", str(tmp_path)]
-    trainer = MocoInsTrainer(parse_moco_ins_args(flags), flags)
-    trainer.train()
-    for module in (trainer.model, trainer.model_ema):
-        assert any(isinstance(m, SplitBatchNorm2d) for m in module.modules())
-    (ckpt_path,) = tmp_path.glob("*/current.pth")
-    plain = run(ins_main, tmp_path / "plain", [*tiny_ins, "--moco"], "--max_iters", "1")
-    assert set(load(ckpt_path)["model"]) == set(load(plain / "current.pth")["model"])
+def test_two_ranks_update_the_memory_rows_of_the_whole_global_batch(tmp_path, tiny_cmc, torchrun):
+    """Each rank scores its half of the batch, but both memory banks take every rank's rows (gathered in rank
+    order): after one step of a 2-process run the same rows have moved as in one process on the whole batch."""
+    flags = [*tiny_cmc, "--max_iters", "1"]
+    proc = torchrun("selfsup.cmc.train", *flags, "--model_path", str(tmp_path / "ddp"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp = load(next((tmp_path / "ddp").glob("*/current.pth")))
+    one = load(run(cmc_main, tmp_path / "one", flags) / "current.pth")
+    args = parse_cmc_args([*flags, "--model_path", str(tmp_path / "init")])
+    start = TrainingRun.start(CMCTrainer(args), args, flags)  # the same seed: the initial memories
+    try:
+        init = start.method.contrast.state_dict()
+    finally:
+        start.close()
+    assert ddp["args"]["world_size"] == 2
+    for name in ("memory_l.memory", "memory_ab.memory"):
+        moved = {
+            label: set(
+                torch.nonzero((ckpt["state"]["contrast"][name] != init[name]).any(1)).flatten().tolist()
+            )
+            for label, ckpt in (("ddp", ddp), ("one", one))
+        }
+        assert len(moved["one"]) == 32 and moved["ddp"] == moved["one"], name
+    assert float(ddp["state"]["contrast"]["z_l"]) > 0 and float(ddp["state"]["contrast"]["z_ab"]) > 0

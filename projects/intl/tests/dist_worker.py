@@ -1,7 +1,9 @@
 """One rank of the 2-process INTL check (``test_distributed.py``): ``python dist_worker.py OUT_DIR`` under torchrun.
 
-Each rank takes its half of two fixed projector outputs, gathers them with gradient, whitens each over the global
-batch, computes the ``intl`` loss and saves the loss and the gradient of its half to ``OUT_DIR/rank<r>.pt``.
+Each rank takes its half of two fixed projector outputs and computes the trainer's objective
+(:func:`selfsup.intl.loss.intl_objective`: gathered with gradient, whitened over the global batch, the ``intl``
+loss; and the ``intl_m`` loss with the second output as the EMA target), then saves the losses and the gradients
+of its halves to ``OUT_DIR/rank<r>.pt``.
 """
 
 from __future__ import annotations
@@ -16,30 +18,31 @@ N, D = 8, 6
 
 def global_outputs() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(11)
-    return torch.randn(N, D, generator=gen, dtype=torch.float64), torch.randn(
-        N, D, generator=gen, dtype=torch.float64
-    )
+    return torch.randn(N, D, generator=gen), torch.randn(N, D, generator=gen)
 
 
-def loss_of(a: torch.Tensor, b: torch.Tensor, gather) -> torch.Tensor:
-    from selfsup.intl.loss import intl_loss, trade_off
-    from selfsup.intl.whitening import iter_norm
+def losses(a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``intl`` on the crops ``(a, b)`` and ``intl_m`` of ``a`` against the target ``b`` (global batch ``N``)."""
+    from selfsup.intl.loss import intl_objective
 
-    whitened = [iter_norm(gather(t), iters=4, axis=0) for t in (a, b)]
-    return intl_loss(whitened, beta=trade_off(N, D, 0), axis=0)
+    return {
+        "intl": intl_objective([a, b], batch_size=N, emb=D, axis=0, iters=4),
+        "intl_m": intl_objective([a], b, batch_size=N, emb=D, axis=0, iters=4),
+    }
 
 
 def main(out: Path) -> None:
     import torch.distributed as dist
 
-    from selfsup.shared.distributed import all_gather_with_grad
-
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     a, b = (t[rank * N // 2 : (rank + 1) * N // 2].clone().requires_grad_(True) for t in global_outputs())
-    loss = loss_of(a, b, all_gather_with_grad)
-    loss.backward()
-    torch.save({"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}, out / f"rank{rank}.pt")
+    saved = {}
+    for name, loss in losses(a, b).items():
+        a.grad = b.grad = None
+        loss.backward()
+        saved[name] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
+    torch.save(saved, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 

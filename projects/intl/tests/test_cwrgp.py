@@ -1,9 +1,11 @@
-"""cwrgp-train: the scripts/base.sh command lines, the loss of one step against a hand-assembled computation,
-the learning rate against torch's schedulers driven as base/train.py drives them, the checkpoint's original
-entries, bitwise resume across an in-training evaluation, and selfsup-eval on a finished checkpoint."""
+"""cwrgp-train: the scripts/base.sh command lines, the loss of the trainer's step against a hand-assembled
+computation, the learning rate against torch's schedulers driven as base/train.py drives them, the checkpoint's
+original entries, bitwise resume across an in-training evaluation, selfsup-eval on a finished checkpoint, and the
+refusal of several processes. (Plain bitwise resume: tests/test_trainer_contract.py.)"""
 
 from __future__ import annotations
 
+import copy
 import shlex
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.intl.cwrgp_cli import parse_args
-from selfsup.intl.cwrgp_train import build_model, compute_loss, evaluation_due, learning_rate, train
+from selfsup.intl.cwrgp_train import TRAINER, CWRGPTrainer, evaluation_due, train
+from selfsup.intl.schedules import cwrgp_lr
+from selfsup.shared.runtime.trainer import TrainingRun
 
 #: 192 digits at 32 px, batches of 32 (6 iterations per epoch), width-8 ResNet-18, 64-d embedding in 2 groups.
 TINY = [
@@ -54,13 +58,13 @@ def run(out: Path, data: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, small_digits) -> Path:
+def finished(tmp_path_factory, digits192) -> Path:
     """One tiny epoch, its numbered checkpoint kept."""
     out = tmp_path_factory.mktemp("cwrgp")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run(out, small_digits, "--save_freq", "1")
+        run(out, digits192, "--save_freq", "1")
     finally:
         torch.set_num_threads(threads)
     return out
@@ -112,24 +116,37 @@ def _hand_group_zca(x: torch.Tensor, groups: int, perm: torch.Tensor | None) -> 
 
 
 @pytest.mark.parametrize("rand_group, norm", [(True, True), (False, False)])
-def test_one_step_loss_matches_a_hand_assembled_computation(rand_group, norm):
+def test_one_step_loss_matches_a_hand_assembled_computation(rand_group, norm, tmp_path):
     views_n, bs, w_size, emb, groups, w_iter = 3, 8, 4, 32, 2, 2
     # Group ZCA has eps 0 (as the original), so a sub-batch with two equal rows is singular and gives NaN. A
     # width-4 trunk on 8 px noise often maps two samples to the same all-zero feature; width 16 on 16 px does not.
     flags = f"--width 16 --bs {bs} --w_size {w_size} --emb {emb} --group {groups} --head_size 64 --w_iter {w_iter}"
     flags += f" --num_samples {views_n}" + ("" if rand_group else " --no_rg") + ("" if norm else " --no_norm")
-    args = parse_args(flags.split())
-    torch.manual_seed(3)
-    model = build_model(args)
+    argv = [
+        *flags.split(),
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--ckpt_dir",
+        str(tmp_path),
+    ]
+    args = parse_args(argv)
+    run = TrainingRun.start(CWRGPTrainer(args), args)  # the trainer's model, optimiser and step
+    model = run.method.model
+    before = copy.deepcopy(model)
     torch.manual_seed(0)
     views = [torch.randn(bs, 3, 16, 16) for _ in range(views_n)]
 
     torch.manual_seed(7)
-    loss = compute_loss(model, views, args, precision="fp32")["loss"]
+    loss = run.step((views, torch.zeros(bs)))["loss"]
+    run.close()
 
     torch.manual_seed(7)
     with torch.no_grad():  # encoder one view at a time, head on the concatenation
-        h = model.head(torch.cat([model.model(x) for x in views])).double()
+        h = before.head(torch.cat([before.model(x) for x in views])).double()
     want = 0.0
     for _ in range(w_iter):
         z = torch.empty_like(h)
@@ -146,7 +163,6 @@ def test_one_step_loss_matches_a_hand_assembled_computation(rand_group, norm):
                 want += ((zs[i] - zs[j]) ** 2).mean().item()
     want /= w_iter * len(pairs)
     assert loss.item() == pytest.approx(want, rel=1e-4)
-    loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.head.parameters())
 
 
@@ -195,7 +211,7 @@ def test_learning_rate_follows_the_original_schedulers(flags):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation of scheduler.step(epoch)
         want = _original_rates(args, iters, args.lr_step)
-    got = [learning_rate(s, iters, args) for s in range(args.epochs * iters)]
+    got = [cwrgp_lr(s, iters, args) for s in range(args.epochs * iters)]
     assert got == pytest.approx(want, rel=1e-12)
 
 
@@ -222,12 +238,12 @@ def test_checkpoint_holds_the_original_entries(finished):
     assert (finished / "CWRG" / "config.json").is_file() and (finished / "CWRG" / "log.csv").is_file()
 
 
-def test_resume_is_bitwise_across_an_evaluation(tmp_path, small_digits):
+def test_resume_is_bitwise_across_an_evaluation(tmp_path, digits192):
     flags = ["--epochs", "2", "--eval_every", "1", "--eval_every_drop", "1"]
-    whole = load(run(tmp_path / "whole", small_digits, *flags))
+    whole = load(run(tmp_path / "whole", digits192, *flags))
     # stop exactly at the end of epoch 0: the whole run evaluated there, the resumed one does not
-    run(tmp_path / "cut", small_digits, *flags, "--max_iters", "6")
-    resumed = load(run(tmp_path / "cut", small_digits, *flags, "--resume", "auto"))
+    run(tmp_path / "cut", digits192, *flags, "--max_iters", "6")
+    resumed = load(run(tmp_path / "cut", digits192, *flags, "--resume", "auto"))
     assert whole["global_step"] == resumed["global_step"] == 12
     for key, value in whole["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
@@ -237,13 +253,20 @@ def test_resume_is_bitwise_across_an_evaluation(tmp_path, small_digits):
     assert rows[0] == "global_step,epoch,acc_knn,acc,acc_5" and len(rows) == 3
 
 
-def test_selfsup_eval_reads_a_finished_checkpoint(finished, small_digits, tmp_path):
+def test_selfsup_eval_reads_a_finished_checkpoint(finished, digits192, tmp_path):
     from selfsup.shared.evaluation.cli import main as selfsup_eval
 
     ckpt = str(finished / "checkpoint_CWRG_0000.pth.tar")
-    data = ["--dataset", "npz", "--dataset_root", str(small_digits), "--device", "cpu"]
+    data = ["--dataset", "npz", "--dataset_root", str(digits192), "--device", "cpu"]
     knn = ["knn", "--preset", "nn5", "--checkpoint", ckpt, *data, "--output", str(tmp_path / "knn.json")]
     assert selfsup_eval(knn) == 0
     linear = ["linear", "--preset", "intl_cifar", "--checkpoint", ckpt, *data, "--epochs", "3",
               "--cache_dir", str(tmp_path / "cache"), "--output", str(tmp_path / "linear.json")]  # fmt: skip
     assert selfsup_eval(linear) == 0
+
+
+@pytest.mark.distributed
+def test_refuses_several_processes_before_writing(tmp_path, digits192, torchrun):
+    proc = torchrun(TRAINER.module, *TRAINER.smoke_flags(digits192, tmp_path))
+    assert proc.returncode != 0 and "cwrgp-train runs on one process" in proc.stderr
+    assert not (tmp_path / "CWRG" / "config.json").exists() and not TRAINER.distributed

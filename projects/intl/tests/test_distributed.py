@@ -1,11 +1,10 @@
-"""INTL on 2 gloo ranks: whitening over the all-gathered batch gives the single-process loss on the concatenated
-batch, and each rank's gradient is the world size times the single-process gradient of its rows (DDP's average
-divides that factor back out, as the original's ``FullGatherLayer``)."""
+"""INTL on 2 gloo ranks: the trainer's objective (``intl`` and ``intl_m``), whitening over the all-gathered batch,
+gives the single-process loss on the concatenated batch, and each rank's gradient is the world size times the
+single-process gradient of its rows (DDP's average divides that factor back out, as the original's
+``FullGatherLayer``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,32 +15,24 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 
 @pytest.mark.distributed
-def test_two_rank_whitening_and_loss_equal_one_process(tmp_path, free_port) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, str(WORKER), str(tmp_path)], capture_output=True, text=True, timeout=180, env=env
-    )
+def test_two_rank_whitening_and_loss_equal_one_process(tmp_path, torchrun) -> None:
+    proc = torchrun(str(WORKER), str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sys.path.insert(0, str(WORKER.parent))
     try:
-        from dist_worker import N, global_outputs, loss_of
+        from dist_worker import N, global_outputs, losses
     finally:
         sys.path.remove(str(WORKER.parent))
     a, b = (t.clone().requires_grad_(True) for t in global_outputs())
-    loss = loss_of(a, b, lambda t: t)
-    loss.backward()
-    for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
-        torch.testing.assert_close(got["loss"], loss.detach())
-        rows = slice(rank * N // 2, (rank + 1) * N // 2)
-        torch.testing.assert_close(got["grad_a"], 2 * a.grad[rows])
-        torch.testing.assert_close(got["grad_b"], 2 * b.grad[rows])
+    for name, loss in losses(a, b).items():
+        a.grad = b.grad = None
+        loss.backward()
+        for rank in range(2):
+            got = torch.load(tmp_path / f"rank{rank}.pt")[name]
+            torch.testing.assert_close(got["loss"], loss.detach())
+            rows = slice(rank * N // 2, (rank + 1) * N // 2)
+            torch.testing.assert_close(got["grad_a"], 2 * a.grad[rows])
+            if name == "intl":
+                torch.testing.assert_close(got["grad_b"], 2 * b.grad[rows])
+            else:  # the EMA target has no gradient
+                assert got["grad_b"] is None and b.grad is None

@@ -14,7 +14,7 @@ from selfsup.intl import evaluate
 from selfsup.intl.cli import parse_args as parse_train_args
 from selfsup.intl.train import train
 from selfsup.shared.evaluation import LINEAR_PRESETS, SEMISUP_PRESETS, resolve_config
-from selfsup.shared.evaluation.engine import lr_for_epoch
+from selfsup.shared.evaluation.probe_training import lr_for_epoch
 
 #: the evaluation commands of winci-ai/INTL scripts/*.sh @0aa69af (the semi-supervised one with the flags its
 #: broken line continuation drops, spec §10.1)
@@ -188,14 +188,14 @@ def pretrained(tmp_path_factory, tiny):
     return train(parse_train_args([*tiny, "--method", "intl_m", "--ckpt_dir", str(out)]))
 
 
-def eval_argv(ckpt, out, small_digits, *extra):
-    data = ["--dataset", "npz", "--data_path", str(small_digits), "-j", "0", "--crop_size", "16"]
+def eval_argv(ckpt, out, digits192, *extra):
+    data = ["--dataset", "npz", "--data_path", str(digits192), "-j", "0", "--crop_size", "16"]
     return ["--pretrained", str(ckpt), *data, "--bs", "64", "--ckpt_dir", str(out), "--epochs", "1", *extra]
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_linear_end_to_end_and_restart(pretrained, small_digits, tmp_path, capsys):
-    argv = eval_argv(pretrained, tmp_path, small_digits, "--lr-classifier", "0.4")
+def test_linear_end_to_end_and_restart(pretrained, digits192, tmp_path, capsys):
+    argv = eval_argv(pretrained, tmp_path, digits192, "--lr-classifier", "0.4")
     assert evaluate.main(argv) == 0
     result = json.loads((tmp_path / "INTL_lincls.json").read_text())
     assert result["preset"] == "intl" and result["checkpoint"]["format"] == "selfsup"
@@ -216,8 +216,8 @@ def test_linear_end_to_end_and_restart(pretrained, small_digits, tmp_path, capsy
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_finetune_end_to_end(pretrained, small_digits, tmp_path):
-    argv = eval_argv(pretrained, tmp_path, small_digits, "--weights", "finetune", "--train-percent", "10")
+def test_finetune_end_to_end(pretrained, digits192, tmp_path):
+    argv = eval_argv(pretrained, tmp_path, digits192, "--weights", "finetune", "--train-percent", "10")
     assert evaluate.main(argv) == 0
     result = json.loads((tmp_path / "INTL_finetune10.json").read_text())
     assert result["preset"] == "intl_10pct" and result["subset"]["kind"] == "balanced"
@@ -226,8 +226,8 @@ def test_finetune_end_to_end(pretrained, small_digits, tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_cifar_protocol_end_to_end(pretrained, small_digits, tmp_path):
-    assert evaluate.main(eval_argv(pretrained, tmp_path, small_digits, "--eval_protocol", "cifar")) == 0
+def test_cifar_protocol_end_to_end(pretrained, digits192, tmp_path):
+    assert evaluate.main(eval_argv(pretrained, tmp_path, digits192, "--eval_protocol", "cifar")) == 0
     knn = json.loads((tmp_path / "INTL_nn5.json").read_text())
     linear = json.loads((tmp_path / "INTL_cifar_linear.json").read_text())
     assert (knn["preset"], knn["hyperparameters"]["k"], knn["input"]["mean"][0]) == ("nn5", 5, 0.4914)
@@ -235,7 +235,7 @@ def test_cifar_protocol_end_to_end(pretrained, small_digits, tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_original_checkpoint_layout_and_one_line_errors(pretrained, small_digits, tmp_path, capsys):
+def test_original_checkpoint_layout_and_one_line_errors(pretrained, digits192, tmp_path, capsys):
     """An INTL main.py checkpoint (module.backbone.*, no EMA): the network is read from the weights (the
     width-8 test network is no standard resnet18, so --arch is only tested for its refusal); --use_ema and a
     wrong --arch are refused in one line."""
@@ -243,15 +243,15 @@ def test_original_checkpoint_layout_and_one_line_errors(pretrained, small_digits
     online = {k: v for k, v in ours["state_dict"].items() if not k.startswith("module.momentum_")}
     original = tmp_path / "ckpt_INTL.pth.tar"
     torch.save({"epoch": 2, "arch": "resnet18", "state_dict": online, "optimizer": {}}, original)
-    assert evaluate.main(eval_argv(original, tmp_path, small_digits)) == 0
+    assert evaluate.main(eval_argv(original, tmp_path, digits192)) == 0
     result = json.loads((tmp_path / "INTL_lincls.json").read_text())
     assert result["checkpoint"]["format"] == "intl" and result["checkpoint"]["epoch"] == 2
     capsys.readouterr()
 
-    assert evaluate.main(eval_argv(original, tmp_path / "ema", small_digits, "--use_ema")) == 2
+    assert evaluate.main(eval_argv(original, tmp_path / "ema", digits192, "--use_ema")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("python -m selfsup.intl.evaluate: error:") and "\n" not in err
-    assert evaluate.main(eval_argv(original, tmp_path / "wide", small_digits, "--arch", "resnet50")) == 2
+    assert evaluate.main(eval_argv(original, tmp_path / "wide", digits192, "--arch", "resnet50")) == 2
     assert "--arch resnet50 does not match" in capsys.readouterr().err
-    assert evaluate.main(eval_argv(tmp_path / "nope.pth.tar", tmp_path, small_digits)) == 2
+    assert evaluate.main(eval_argv(tmp_path / "nope.pth.tar", tmp_path, digits192)) == 2
     assert "nope.pth.tar" in capsys.readouterr().err

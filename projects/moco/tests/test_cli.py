@@ -67,9 +67,9 @@ def test_bad_flags_exit_with_a_message_naming_the_flag(argv, message, capsys):
 
 
 def test_missing_dataset_root_names_the_path(tmp_path, tiny_args, capsys):
-    argv = [a for a in tiny_args if a not in ("--dataset", "digits")]
     missing = tmp_path / "no_such_folder"
-    assert main([*argv, "--dataset_root", str(missing), "--output_root", str(tmp_path)]) == 2
+    argv = [*tiny_args, "--dataset", "imagefolder", "--dataset_root", str(missing)]
+    assert main([*argv, "--output_root", str(tmp_path)]) == 2
     assert str(missing) in capsys.readouterr().err
 
 
@@ -95,8 +95,8 @@ def test_a_corrupt_image_gives_a_one_line_error_naming_the_file_and_the_flag(tmp
             Image.new("RGB", (20, 20), (10 * i, 0, 0)).save(tmp_path / "data" / cls / f"{i}.png")
     broken = tmp_path / "data" / "b" / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    argv = [a for a in tiny_args if a not in ("--dataset", "digits")]
-    flags = [*argv, "--dataset_root", str(tmp_path / "data"), "--output_root", str(tmp_path / "out")]
+    data = ["--dataset", "imagefolder", "--dataset_root", str(tmp_path / "data")]
+    flags = [*tiny_args, *data, "--output_root", str(tmp_path / "out")]
     for workers in ("0", "1"):  # in the main process, and re-raised from a loader worker
         assert main([*flags, "--num_workers", workers, "--num_keys", "8", "--max_iters", "2"]) == 2
         err = capsys.readouterr().err.strip()

@@ -1,6 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.moco.loss import info_nce_logits
 from selfsup.moco.model import MoCo
 from selfsup.shared.models.backbones import build_backbone
 from selfsup.shared.models.split_batchnorm import SplitBatchNorm2d
@@ -86,12 +88,26 @@ def test_momentum_update_blends_parameters_and_bn_buffers():
     assert all(not p.requires_grad for p in model.encoder_k.parameters())
 
 
-def test_forward_gives_positive_in_column_zero_and_normalised_keys():
+def test_forward_gives_normalised_queries_and_keys_for_the_loss():
     model = tiny_moco()
     x = torch.randn(6, 3, 16, 16)
-    logits, labels, keys = model(x, x)
-    assert logits.shape == (6, 11) and labels.tolist() == [0] * 6
-    assert torch.allclose(keys.norm(dim=1), torch.ones(6), atol=1e-5)
+    q, k = model(x, x)
+    assert q.shape == k.shape == (6, 8) and q.requires_grad and not k.requires_grad
+    assert torch.allclose(q.norm(dim=1), torch.ones(6), atol=1e-5)
+    assert torch.allclose(k.norm(dim=1), torch.ones(6), atol=1e-5)
+    logits, labels = info_nce_logits(q, k, model.queue, model.temperature)
+    assert logits.shape == (6, 1 + 10) and labels.tolist() == [0] * 6  # the positive, then the 10 queued keys
+
+
+def test_fill_queue_takes_the_first_keys_in_collection_order_and_needs_enough_of_them():
+    model = tiny_moco(num_keys=10)
+    batches = [torch.randn(4, 3, 16, 16) for _ in range(3)]
+    model.encoder_k.eval()  # BN from running statistics: a batch's keys do not depend on its neighbours
+    model.fill_queue(iter(batches))
+    expected = torch.cat([F.normalize(model.encoder_k(x), dim=1) for x in batches])[:10]
+    assert torch.allclose(model.queue, expected, atol=1e-6) and int(model.queue_ptr) == 0
+    with pytest.raises(ValueError, match="--num_keys 10"):
+        model.fill_queue(iter(batches[:2]))
 
 
 def test_single_process_shuffle_bn_restores_order_and_changes_statistics():

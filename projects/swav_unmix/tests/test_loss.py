@@ -1,4 +1,5 @@
-"""The swapped-prediction loss and the codes (queue + Sinkhorn) against hand computations on tiny tensors."""
+"""The swapped-prediction loss, the codes (queue + Sinkhorn) and Un-Mix's three-term loss against hand
+computations on tiny tensors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.swav_unmix.codes import assignment_codes
-from selfsup.swav_unmix.loss import swapped_prediction_loss
+from selfsup.swav_unmix.loss import swapped_prediction_loss, swav_loss, unmix_loss
 from selfsup.swav_unmix.queue import EmbeddingQueue, effective_queue_length
 from selfsup.swav_unmix.sinkhorn import distributed_sinkhorn
 
@@ -139,3 +140,25 @@ def test_sinkhorn_is_used_by_the_codes() -> None:
         scores, emb, batch_size=2, crops_for_assign=[2], prototypes=prototypes, epsilon=0.1
     )
     torch.testing.assert_close(codes[2], distributed_sinkhorn(scores[4:6], epsilon=0.1))
+
+
+def test_unmix_loss_is_the_original_plus_both_mixed_terms_weighted_by_lambda() -> None:
+    """Rows of ``[c0, c1, m0]`` (one pair): L_ori on ``[c0, c1]``, L_mix and L_mix_rev on ``[m0, c1]``, the
+    latter with m0's codes from the reversed batch; the queue advances once per term, in that order."""
+    prototypes, emb, scores = _setup(seed=6, bs=2)
+    queue = EmbeddingQueue(num_assign=1, length=6, dim=2)
+    lam = 0.3
+    swav = dict(prototypes=prototypes, crops_for_assign=[0], queue=queue)
+    got = unmix_loss(scores, emb, lam, batch_size=2, **swav)
+    ori, mix = [0, 1], [4, 5]  # rows of c0 and m0; c1 is rows 2, 3 in both sets
+    plain = dict(batch_size=2, prototypes=prototypes, crops_for_assign=[0])
+    loss_ori = swav_loss(scores[[*ori, 2, 3]], emb[[*ori, 2, 3]], **plain)
+    loss_mix = swav_loss(scores[[*mix, 2, 3]], emb[[*mix, 2, 3]], **plain)
+    loss_rev = swav_loss(scores[[*mix, 2, 3]], emb[[*mix, 2, 3]], reverse_first=True, **plain)
+    torch.testing.assert_close(got["loss_ori"], loss_ori)  # the queue was not full: no queue scores yet
+    torch.testing.assert_close(got["loss_mix"], loss_mix)
+    torch.testing.assert_close(got["loss_mix_rev"], loss_rev)
+    torch.testing.assert_close(got["loss"], loss_ori + lam * loss_mix + (1 - lam) * loss_rev)
+    assert got["lam"].item() == pytest.approx(lam) and got["lam"].dtype == torch.float32
+    # queue rows, newest first: the reversed m0 embeddings, m0's, then c0's
+    torch.testing.assert_close(queue.queue[0], torch.cat((emb[mix].flip(0), emb[mix], emb[ori])))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,20 +56,8 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 
 @pytest.mark.distributed
-def test_two_gloo_ranks_equal_one_process_on_the_concatenated_scores(tmp_path, free_port) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, str(WORKER), str(tmp_path)], capture_output=True, text=True, timeout=180, env=env
-    )
+def test_two_gloo_ranks_equal_one_process_on_the_concatenated_scores(tmp_path, torchrun) -> None:
+    proc = torchrun(str(WORKER), str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sys.path.insert(0, str(WORKER.parent))
     try:

@@ -1,21 +1,25 @@
-"""swav-unmix-train end to end on the embedded digits: checkpoint layout, automatic restart that is bitwise with
-Un-Mix and the queue on, prototype freezing, LARC, evaluation of our checkpoints, CLI errors, torchrun with 2 gloo
-ranks."""
+"""swav-unmix-train on the 192 digits: the original's checkpoint layout, the automatic restart with every rank's
+queue, prototype freezing, LARC and the per-iteration schedule, CLI errors, the queues of 2 gloo ranks, and SIGTERM.
+The generic checks (smoke run, bitwise resume, 2-process run, ``selfsup-eval``) are the contract test's
+(``tests/test_trainer_contract.py``) for both registered entries, ``swav`` and ``unmix``."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.shared.runtime.registry import TrainerEntry
 from selfsup.shared.runtime.seeding import seed_everything
 from selfsup.swav_unmix.cli import parse_args
-from selfsup.swav_unmix.train import build_model, main, train
+from selfsup.swav_unmix.train import SWAV, UNMIX, build_model, main, train
 
 
 def load(path: Path) -> dict:
@@ -27,6 +31,15 @@ def run(out: Path, flags, *extra: str) -> Path:
     return train(parse_args(argv), ["swav-unmix-train", *argv])
 
 
+def test_both_entries_run_the_same_trainer_with_their_own_flags(digits192, tmp_path):
+    assert isinstance(SWAV, TrainerEntry) and isinstance(UNMIX, TrainerEntry)
+    assert (SWAV.name, UNMIX.name, SWAV.resume_flags, UNMIX.resume_flags) == ("swav", "unmix", (), ())
+    assert SWAV.method is UNMIX.method and SWAV.parse_args is UNMIX.parse_args
+    swav, unmix = (entry.parse_args(entry.smoke_flags(digits192, tmp_path)) for entry in (SWAV, UNMIX))
+    assert swav.run_swav and not unmix.run_swav and unmix.unmix_prob == 0.5
+    assert swav.dump_path == str(tmp_path) and swav.epochs == 1 and swav.workers == 0
+
+
 def test_checkpoint_holds_the_original_entries_and_the_training_state(tmp_path, tiny):
     ckpt = load(run(tmp_path, tiny, "--epochs", "1"))
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 0 and ckpt["global_step"] == 3  # 192 // 64, drop_last
@@ -35,11 +48,18 @@ def test_checkpoint_holds_the_original_entries_and_the_training_state(tmp_path, 
     assert all(k.startswith("module.") for k in state_dict)
     assert state_dict["module.prototypes.weight"].shape == (20, 16)
     assert ckpt["project"] == "swav_unmix" and ckpt["method"] == "unmix" and ckpt["queues"] is None
-    assert (tmp_path / "checkpoints" / "ckp-0.pth").is_file() and (tmp_path / "config.json").is_file()
+    assert ckpt["input_normalization"] == "swav" and ckpt["export"]["prefix"] == "module."
     assert ckpt["args"]["args"]["unmix_prob"] == 0.5
+    for name in ("checkpoint.pth.tar", "checkpoints/ckp-0.pth", "config.json", "log.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert not list(tmp_path.glob("queue*.pth"))  # no queue: no queue files
+    columns = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
+    assert columns[2:7] == ["loss", "loss_ori", "loss_mix", "loss_mix_rev", "lam"]
 
 
-def test_restart_is_bitwise_with_unmix_and_the_queue(tmp_path, tiny):
+def test_restart_restores_the_queue_and_its_flag(tmp_path, tiny):
+    """Cut mid-epoch 1 with the queue allocated and in use: the restart from checkpoint.pth.tar continues with
+    the saved queue and flag (and NumPy's Un-Mix draws), so the queues end equal to an uncut run's."""
     flags = [
         *tiny,
         "--epochs",
@@ -53,19 +73,16 @@ def test_restart_is_bitwise_with_unmix_and_the_queue(tmp_path, tiny):
     ]
     whole = load(run(tmp_path / "whole", flags))
     assert whole["queues"].shape == (1, 2, 64, 16) and whole["queue_in_use"] == [True]
-    run(
-        tmp_path / "cut", flags, "--max_iters", "9"
-    )  # mid-epoch 1: the queue is allocated and in the checkpoint
+    assert torch.equal(load(tmp_path / "whole" / "queue0.pth")["queue"], whole["queues"][0])
+    run(tmp_path / "cut", flags, "--max_iters", "9")  # epoch 1, iteration 3
     cut = load(tmp_path / "cut" / "checkpoint.pth.tar")
     assert (cut["epoch"], cut["iteration"], cut["queues"].shape) == (1, 3, (1, 2, 64, 16))
     assert cut["queue_in_use"] == [True]  # 3 pushes of 32 per slot and call filled the 64 rows: in use
-    resumed = load(run(tmp_path / "cut", flags))  # restarts from dump_path/checkpoint.pth.tar
-    for key, value in whole["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
-    assert torch.equal(whole["queues"], resumed["queues"])
-    assert torch.equal(load(tmp_path / "whole" / "queue0.pth")["queue"], whole["queues"][0])
-    for a, b in zip(whole["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
-        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    resumed = load(run(tmp_path / "cut", flags))  # no flag: restarts from dump_path/checkpoint.pth.tar
+    assert torch.equal(whole["queues"], resumed["queues"]) and resumed["queue_in_use"] == [True]
+    assert torch.equal(
+        whole["state_dict"]["module.prototypes.weight"], resumed["state_dict"]["module.prototypes.weight"]
+    )
     assert torch.equal(whole["rng"]["numpy"]["keys"], resumed["rng"]["numpy"]["keys"])  # the Un-Mix draws
     assert whole["rng"]["numpy"]["pos"] == resumed["rng"]["numpy"]["pos"]
 
@@ -100,14 +117,6 @@ def test_larc_settings_and_per_iteration_schedule(tmp_path, tiny):
     assert group["lr"] == pytest.approx(0.3)
 
 
-def test_selfsup_eval_reads_our_checkpoint(tmp_path, tiny):
-    from selfsup.shared.evaluation import evaluate_checkpoint
-
-    path = run(tmp_path, tiny, "--max_iters", "2")
-    result = evaluate_checkpoint("knn", path, dataset="digits", k=5, resize=16, crop=16, normalization="swav")
-    assert result["checkpoint"]["format"] == "selfsup" and 0 < result["top1"] <= 100
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -126,11 +135,22 @@ def test_bad_flags_give_one_line_errors(tiny, extra, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_missing_data_folder_is_a_one_line_error(tmp_path, tiny, capsys):
-    flags = [f for f in tiny if f not in ("--dataset", "npz", "--data_path") and not f.endswith(".npz")]
-    assert main([*flags, "--data_path", str(tmp_path / "nowhere"), "--dump_path", str(tmp_path)]) == 2
+def test_missing_data_folder_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    from .conftest import TINY
+
+    flags = [f for f in TINY if f not in ("--dataset", "npz")]
+    out = tmp_path / "run"
+    assert main([*flags, "--data_path", str(tmp_path / "nowhere"), "--dump_path", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nowhere" in err[0]
+    assert len(err) == 1 and "nowhere" in err[0] and err[0].startswith("swav-unmix-train: error:")
+    assert not out.exists()  # nothing is written before the inputs are validated
+
+
+def test_a_checkpoint_of_other_flags_is_a_one_line_error(tmp_path, tiny, capsys):
+    run(tmp_path, tiny, "--max_iters", "1")
+    assert main([*tiny, "--dump_path", str(tmp_path), "--feat_dim", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.pth.tar" in err[0] and "--feat_dim" in err[0]
 
 
 def test_cifar_data_path_selects_the_dataset_and_the_cifar_views():
@@ -140,16 +160,7 @@ def test_cifar_data_path_selects_the_dataset_and_the_cifar_views():
 
 
 @pytest.mark.distributed
-def test_torchrun_two_process_gloo_run(tmp_path, tiny, free_port):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port),
-    ]
+def test_two_gloo_ranks_checkpoint_both_queues(tmp_path, tiny, torchrun):
     flags = [
         *tiny,
         "--batch_size",
@@ -161,20 +172,17 @@ def test_torchrun_two_process_gloo_run(tmp_path, tiny, free_port):
         "--max_iters",
         "3",
     ]
-    cmd += ["-m", "selfsup.swav_unmix.train", *flags, "--dump_path", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = torchrun("selfsup.swav_unmix.train", *flags, "--dump_path", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpt = load(tmp_path / "checkpoint.pth.tar")
     assert ckpt["global_step"] == 3 and ckpt["args"]["world_size"] == 2
     assert ckpt["queues"].shape == (2, 2, 64, 16)  # per rank: 128 / 2 rows
-    assert (tmp_path / "queue0.pth").is_file() and (tmp_path / "queue1.pth").is_file()
+    assert not torch.equal(ckpt["queues"][0], ckpt["queues"][1])  # each rank queues its own embeddings
+    for rank in (0, 1):
+        assert torch.equal(load(tmp_path / f"queue{rank}.pth")["queue"], ckpt["queues"][rank])
 
 
 def test_sigterm_writes_a_checkpoint_and_the_run_restarts_from_it(tmp_path, tiny):
-    import signal
-    import time
-
     cmd = [sys.executable, "-m", "selfsup.swav_unmix.train", *tiny, "--epochs", "50", "--log_every", "1"]
     cmd += ["--dump_path", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfsup.cmc.demo_cmc import DATASET, TRAIN_FLAGS, build_parser, train_flags
-from selfsup.cmc.demo_cmc import main as cmc_demo
+from selfsup.cmc.demo import DATASET, TRAIN_FLAGS, build_parser, train_flags
+from selfsup.cmc.demo import main as cmc_demo
 from selfsup.demo import DEMOS, load_demo
 from selfsup.demo import main as selfsup_demo
 
@@ -48,10 +48,12 @@ def flag(flags: list[str], name: str) -> str:
 
 
 def test_cmc_and_cmc_moco_are_registered():
-    assert DEMOS["cmc"] == "selfsup.cmc.demo_cmc"
-    assert DEMOS["cmc-moco"] == "selfsup.cmc.demo"
+    from selfsup.cmc.demo_moco import main as cmc_moco_demo
+
+    assert DEMOS["cmc"] == "selfsup.cmc.demo"
+    assert DEMOS["cmc-moco"] == "selfsup.cmc.demo_moco"
     assert load_demo("cmc") is cmc_demo
-    assert callable(load_demo("cmc-moco"))
+    assert load_demo("cmc-moco") is cmc_moco_demo
 
 
 def test_arguments_defaults_and_errors(capsys, tmp_path: Path):

@@ -28,13 +28,14 @@ from torch import nn
 
 from selfsup.shared.checkpoints.io import atomic_save
 from selfsup.shared.distributed import barrier, get_rank, get_world_size
-from selfsup.shared.optim.schedules import cosine_lr, eveningglow_linear_lr, step_lr
+from selfsup.shared.optim.schedules import cosine_lr, step_lr
 from selfsup.shared.runtime.seeding import capture_rng_state, restore_rng_state
 
 __all__ = [
     "STATE_FORMAT",
     "accuracy_counts",
     "counts_to_metrics",
+    "eveningglow_linear_lr",
     "fit",
     "init_head",
     "load_state",
@@ -49,6 +50,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 STATE_FORMAT = "selfsup-eval-state"
+
+
+def eveningglow_linear_lr(base_lr: float, epoch_1based: int, gamma: float = 0.2, every: int = 20) -> float:
+    """Rate in effect during epoch ``e`` (1-based) of the unofficial MoCo linear eval.
+
+    The original trains epoch ``e`` and then sets ``lr = base · 0.2^⌊e/20⌋`` for the next epoch, so epoch
+    ``e`` runs at ``base · 0.2^⌊(e−1)/20⌋``: 10 for epochs 1–20, 2 for 21–40, 0.4 for 41–60, … (base 10).
+    """
+    if epoch_1based < 1:
+        raise ValueError(f"the eveningglow linear-eval schedule counts epochs from 1, got {epoch_1based}")
+    return base_lr * gamma ** ((epoch_1based - 1) // every)
 
 
 def lr_for_epoch(config: Any, base_lr: float, epoch: int) -> float:
