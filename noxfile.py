@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -30,6 +31,10 @@ nox.options.sessions = [
     "e2e",
 ]
 nox.options.error_on_missing_interpreters = False
+# Every session runs on the interpreter nox itself runs on. tox (tox.ini) calls nox from the README's environment
+# but puts its own empty environment first on PATH; putting this interpreter's folder first makes ``python``,
+# ``ruff`` and the selfsup commands mean the README's environment in every session, under nox and tox alike.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 PYTEST = ("python", "-m", "pytest", "-q", "-m", "not slow")
 #: Source archives of Detectron2 and DETR (not on PyPI) beside the checkout on CI machines; absent for users.
@@ -44,8 +49,7 @@ DETECTRON2_HINT = (
 
 def _importable(module: str) -> bool:
     """Whether the ``python`` the sessions run can import ``module``."""
-    python = shutil.which("python") or "python"
-    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def _install_transfer_extra(session: nox.Session) -> None:

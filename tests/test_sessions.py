@@ -40,3 +40,27 @@ def test_every_tox_environment_runs_the_nox_session_of_its_name(noxfile):
     registry = noxfile.nox.registry.get()
     for name in [*noxfile.nox.options.sessions, "slow", "demo"]:
         assert name in registry, f"noxfile has no session {name}"
+
+
+def test_sessions_run_on_the_interpreter_nox_runs_on_even_behind_an_empty_environment(tmp_path, noxfile):
+    """tox puts its own empty environment first on PATH; a session must still run the README's interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    fake = decoy / "python"
+    fake.write_text("#!/bin/sh\necho 'the empty environment ran' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(decoy), os.environ.get("PATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "nox", "--no-venv", "--session", "shared", "--", "-k", "test_seeding", "-x"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the empty environment ran" not in result.stderr
