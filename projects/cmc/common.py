@@ -7,6 +7,9 @@ SGD step. The two Method classes (:mod:`.train`, :mod:`.train_moco_ins`) compose
 * ``ckpt_epoch_<E>.pth`` every ``--save_freq`` epochs and the last epoch (``E`` 1-based, as in the original:
   the runtime's resume position after an epoch), ``current.pth`` after every epoch and on ``--ckpt_interval``,
   SIGTERM/SIGUSR1 or ``--max_iters``; ``--resume auto`` takes the ``*.pth`` of the run with the most progress;
+* the memory-bank negatives (CMC, InsDis) come from a generator of their own on each rank
+  (:class:`NegativeDraws`, seeded from ``--seed`` and the rank), whose states every checkpoint holds (one per
+  rank, ``negatives_rng``);
 * each checkpoint holds the original's entries (``opt`` as a plain dict, ``model`` and ``contrast`` with the
   original keys, ``optimizer``, ``epoch``, ``model_ema`` for MoCo), so the original ``LinearProbing.py`` and
   ``eval_moco_ins.py`` could read them, next to ``state`` (the full state of every module, with the queue
@@ -17,6 +20,7 @@ SGD step. The two Method classes (:mod:`.train`, :mod:`.train_moco_ins`) compose
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,9 @@ from torch import nn
 from selfsup.shared.data import SeededTransformDataset, build_dataset
 from selfsup.shared.data.instances import InstanceIndexed
 from selfsup.shared.data.mixtures import build_image_mixture
-from selfsup.shared.distributed import DistEnv
+from selfsup.shared.data.sampling import mix_seed
+from selfsup.shared.distributed import DistEnv, all_gather_no_grad
+from selfsup.shared.distributed.collectives import comm_device
 from selfsup.shared.models.split_batchnorm import convert_split_batchnorm
 from selfsup.shared.optim.optimizers import build_optimizer
 from selfsup.shared.optim.schedules import apply_lr, step_lr
@@ -37,6 +43,8 @@ from selfsup.shared.runtime.trainer import RunLayout, TrainingData, training_dat
 
 __all__ = [
     "LAST_CHECKPOINT",
+    "NEGATIVES_KEY",
+    "NegativeDraws",
     "ScaledSGD",
     "amp_precision",
     "batch_inputs",
@@ -50,6 +58,11 @@ __all__ = [
 ]
 
 LAST_CHECKPOINT = "current.pth"
+#: checkpoint entry with the state of every rank's generator of negatives (``[world_size, n]`` uint8, rank order)
+NEGATIVES_KEY = "negatives_rng"
+#: ``mix_seed(--seed, NEGATIVES_TAG, rank)`` seeds a rank's negatives; negative, so that it never equals the
+#: ``(seed, epoch)`` / ``(seed, epoch, index)`` seeds of the sampler and the augmentations
+NEGATIVES_TAG = -17
 CHECKPOINT_GLOB = "*.pth"
 #: the Image-Mixture fork's ``--IM*`` parameters passed to :func:`~selfsup.shared.data.build_image_mixture`
 IM_FLAGS = (
@@ -152,6 +165,49 @@ def prepare_encoders(
         compile_model = bool(args.compile and speed_flags and name == "model")
         prepare_model(module, channels_last=channels_last, compile_model=compile_model)
     return channels_last
+
+
+class NegativeDraws:
+    """Where a rank draws its memory-bank negatives from: a ``torch.Generator`` of its own on the run's device,
+    seeded with ``mix_seed(--seed, NEGATIVES_TAG, rank)``, so that the ranks of a DDP run draw independent
+    negatives (the original, one process under DataParallel, drew them for the whole batch from the global RNG).
+
+    :meth:`state` (a collective: every rank calls it) gathers every rank's generator state for the checkpoint;
+    :meth:`load` gives each rank its own back and refuses a checkpoint of another world size.
+    """
+
+    def __init__(self, seed: int, env: DistEnv) -> None:
+        self.rank, self.world_size = env.rank, env.world_size
+        self.generator = torch.Generator(device=env.device)
+        self.generator.manual_seed(mix_seed(seed, NEGATIVES_TAG, env.rank))
+
+    def state(self) -> torch.Tensor:
+        """``[world_size, n]`` uint8: every rank's generator state, in rank order (collective)."""
+        local = self.generator.get_state().unsqueeze(0)
+        return all_gather_no_grad(local.to(comm_device())).cpu()
+
+    def load(self, ckpt: Mapping[str, Any], log: logging.Logger, flag: str = "--resume") -> None:
+        """Take this rank's generator state from ``ckpt`` (written by :meth:`state`). A checkpoint written
+        before these generators existed (negatives from the global RNG) resumes with them freshly seeded."""
+        states = ckpt.get(NEGATIVES_KEY)
+        if states is None:
+            log.warning(
+                "%s: the checkpoint holds no state of the generators of negatives (written by an older "
+                "version); their draws restart from --seed",
+                flag,
+            )
+            return
+        if states.shape[0] != self.world_size:
+            raise ValueError(
+                f"{flag}: the checkpoint was written by {states.shape[0]} process(es), this run has "
+                f"{self.world_size}; resume with {states.shape[0]} (each rank draws its own negatives)"
+            )
+        try:
+            self.generator.set_state(states[self.rank].clone())
+        except RuntimeError as err:
+            raise ValueError(
+                f"{flag}: the generator state of the negatives does not fit this device ({err})"
+            ) from err
 
 
 @dataclass

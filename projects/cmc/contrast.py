@@ -3,8 +3,8 @@
 The originals' ``NCEAverage`` (CMC), ``MemoryInsDis`` and ``MemoryMoCo`` (``NCE/NCEAverage.py``), as specified in
 ``specs/cmc.md`` §3–§4. Each module owns all of its state as buffers, so ``state_dict`` holds everything a
 bitwise resume needs (the memories, the one-time constants Z, the queue *and* its pointer, which the original
-did not save); negatives are drawn from the generator passed to ``forward`` or torch's global RNG, whose state
-the trainers checkpoint. ``original_state_dict`` / ``load_original_state_dict`` read and write the original
+did not save); negatives are drawn from the generator passed to ``forward`` (the trainers pass each rank's own,
+:class:`selfsup.cmc.common.NegativeDraws`, and checkpoint its state) or else torch's global RNG. ``original_state_dict`` / ``load_original_state_dict`` read and write the original
 checkpoint's ``contrast`` entry (§10).
 
 Scores and updates run in fp32 with autocast disabled, whatever the encoders' precision. Under DDP each rank

@@ -318,14 +318,16 @@ MODELS: dict[str, Callable[..., CMCModel]] = {
     "resnet101v1": partial(CMCResNet, "resnet101", width=0.5),
     "resnet101v2": partial(CMCResNet, "resnet101", width=1.0),
     "resnet101v3": partial(CMCResNet, "resnet101", width=2.0),
-    # train_moco_ins.py (InsDis, MoCo): one RGB encoder; resnet18 is ours, for small-image runs
+    # train_moco_ins.py (InsDis, MoCo): one RGB encoder; resnet18 and its quarter width (16 planes in the first
+    # stage, the 64-channel stem kept) are ours, for small-image runs and CPU demos
     "resnet50": partial(InsResNet, "resnet50", width=1.0),
     "resnet50x2": partial(InsResNet, "resnet50", width=2.0),
     "resnet50x4": partial(InsResNet, "resnet50", width=4.0),
     "resnet18": partial(InsResNet, "resnet18", width=1.0),
+    "resnet18x0.25": partial(InsResNet, "resnet18", width=0.25),
 }
 #: ``--model`` choices of the InsDis/MoCo trainer; every other name is a CMC (two-stream) model.
-INSDIS_MODELS = ("resnet50", "resnet50x2", "resnet50x4", "resnet18")
+INSDIS_MODELS = ("resnet50", "resnet50x2", "resnet50x4", "resnet18", "resnet18x0.25")
 CMC_MODELS = tuple(name for name in MODELS if name not in INSDIS_MODELS)
 
 

@@ -5,7 +5,8 @@ two views, L and ab (``--view Lab``) or Y and CbCr (``--view YCbCr``); one encod
 (``--model alexnet`` or ``resnet{18,50,101}v{1,2,3}``, :mod:`.model`) maps it to a unit vector, and each view's
 features are scored against the *other* view's memory bank (:class:`~selfsup.cmc.contrast.CMCContrast`); the
 objective, NCE with the one-time constant Z or ``--softmax`` cross-entropy summed over both directions, is
-:func:`selfsup.cmc.loss.cmc_objective`. ``--IM`` adds the Image-Mixture fork's dataset-level mixtures. The run
+:func:`selfsup.cmc.loss.cmc_objective`. Each rank draws its ``--nce_k`` negatives from a generator of its own
+(:class:`~selfsup.cmc.common.NegativeDraws`). ``--IM`` adds the Image-Mixture fork's dataset-level mixtures. The run
 layout and checkpoints are the original's (:mod:`.common`), on the shared trainer runtime.
 """
 
@@ -70,6 +71,7 @@ class CMCTrainer:
             {"model": self.model}, (self.contrast,), args, ctx.device, speed_flags=True
         )
         self.sgd = common.ScaledSGD.build(self.model, args, ctx.scaler)
+        self.negatives = common.NegativeDraws(args.seed, ctx.env)
         return Parts(
             self.data, self.model, self.sgd.optimizer, args.epochs, args.print_freq, broadcast_buffers=False
         )
@@ -93,6 +95,7 @@ class CMCTrainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         common.restore_modules(ckpt, self.modules(), method=self.method, args=self.args)
+        self.negatives.load(ckpt, self.ctx.log)
 
     def on_epoch_start(self, epoch: int) -> None:
         common.set_epoch_lr(self.sgd.optimizer, self.args, epoch)
@@ -103,7 +106,7 @@ class CMCTrainer:
         x, index = common.batch_inputs(batch, self.ctx.device, self.channels_last)
         with autocast(self.ctx.precision, self.ctx.device):
             feat_l, feat_ab = self.runner(x)
-        out_l, out_ab = self.contrast(feat_l, feat_ab, index)
+        out_l, out_ab = self.contrast(feat_l, feat_ab, index, generator=self.negatives.generator)
         scalars = cmc_objective(out_l, out_ab, softmax=self.args.softmax, num_data=self.num_data)
         self.sgd.backward(scalars["loss"])
         self.sgd.step()
@@ -114,7 +117,8 @@ class CMCTrainer:
             "model": self.model.original_state_dict(),
             "contrast": self.contrast.original_state_dict(),
         }
-        return common.original_checkpoint(original, self.modules(), self.record)
+        entries = common.original_checkpoint(original, self.modules(), self.record)
+        return {**entries, common.NEGATIVES_KEY: self.negatives.state()}
 
     def export(self) -> Export:
         return Export({"original_format": "cmc"}, method=self.method, input_size=self.args.image_size)

@@ -84,6 +84,7 @@ class MocoInsTrainer:
             encoders, (self.contrast,), args, ctx.device, speed_flags=self.applies_speed_flags
         )
         self.sgd = common.ScaledSGD.build(self.model, args, ctx.scaler)
+        self.negatives = None if args.moco else common.NegativeDraws(args.seed, ctx.env)
         return Parts(
             self.data, self.model, self.sgd.optimizer, args.epochs, args.print_freq, broadcast_buffers=False
         )
@@ -114,6 +115,8 @@ class MocoInsTrainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         common.restore_modules(ckpt, self.modules(), method=self.method, args=self.args)
+        if self.negatives is not None:
+            self.negatives.load(ckpt, self.ctx.log)
 
     def on_epoch_start(self, epoch: int) -> None:
         common.set_epoch_lr(self.sgd.optimizer, self.args, epoch)
@@ -129,9 +132,10 @@ class MocoInsTrainer:
                 feat_q = self.runner(x_q)
             out = self.contrast(feat_q, encode_keys(self.model_ema, x_k, self.ctx.precision))
         else:
+            assert self.negatives is not None  # InsDis
             with autocast(self.ctx.precision, self.ctx.device):
                 feat = self.runner(x)
-            out = self.contrast(feat, index)
+            out = self.contrast(feat, index, generator=self.negatives.generator)
         scalars = instance_objective(out, softmax=self.args.softmax, num_data=self.num_data)
         self.sgd.backward(scalars["loss"])
         self.sgd.step()
@@ -141,10 +145,18 @@ class MocoInsTrainer:
 
     def checkpoint_entries(self) -> dict[str, Any]:
         original = {name: module.original_state_dict() for name, module in self.modules().items()}
-        return common.original_checkpoint(original, self.modules(), self.record)
+        entries = common.original_checkpoint(original, self.modules(), self.record)
+        if self.negatives is not None:
+            entries[common.NEGATIVES_KEY] = self.negatives.state()
+        return entries
 
     def export(self) -> Export:
-        return Export({"original_format": "cmc_insdis"}, method=self.method, input_size=self.args.image_size)
+        return Export(
+            {"original_format": "cmc_insdis"},
+            method=self.method,
+            input_normalization="imagenet",  # insdis_transform's constants
+            input_size=self.args.image_size,
+        )
 
     def epoch_checkpoints(self, epoch: int) -> list[Path]:
         return common.epoch_checkpoints(self.args, self.run_dir, epoch)

@@ -2,7 +2,8 @@
 (``--test_num`` runs each, the best reported in the legend) and their pre-training loss curves.
 
 Differences from the original: curves are labelled by version name (the original labelled them M1..M3 by
-position) and plotted at the epochs actually evaluated (the original assumed every epoch).
+position) and plotted at the epochs actually evaluated (the original assumed every epoch). Without matplotlib (the
+``plot`` extra) the PNGs are skipped with one warning each and ``summary.json`` is still written.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sys
 from pathlib import Path
 
 from selfsup.moco.linear_eval import encoder_run, eval_parser, linear_eval
-from selfsup.shared.runtime.logger import read_csv_log
-from selfsup.shared.runtime.plotting import plot_curves
+from selfsup.shared.runtime.logger import get_logger, read_csv_log
+from selfsup.shared.runtime.plotting import plot_curves_if_available
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,16 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"visualize.py: error: {err}", file=sys.stderr)
         return 2
     ep = args.load_pretrained_epoch
-    plot_curves(
+    log = get_logger("visualize")
+    plot_curves_if_available(
         accuracy_curves,
         out / f"accr_ckpt_{ep}.png",
+        logger=log,
         xlabel="epoch",
         ylabel="top-1 (%)",
         title=f"linear evaluation, encoders after ckpt_{ep}",
     )
     if loss_curves:
-        plot_curves(
-            loss_curves, out / "loss.png", xlabel="iteration", ylabel="InfoNCE loss", title="pre-training"
+        plot_curves_if_available(
+            loss_curves,
+            out / "loss.png",
+            logger=log,
+            xlabel="iteration",
+            ylabel="InfoNCE loss",
+            title="pre-training",
         )
     (out / "summary.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({"best_top1": summary, "epoch": ep}, indent=2) + "\n")

@@ -57,9 +57,10 @@ def swapped_prediction_loss(
     loss = scores.new_zeros((), dtype=torch.float32)
     for crop_id, q in codes.items():
         others = [v for v in range(num_crops) if v != crop_id]
-        # Σ_{v≠a} −mean_n Σ_k q·log p_v, computed for all v at once
-        per_view = -(q.float().unsqueeze(0) * log_p[others]).sum(dim=2).mean(dim=1)
-        loss = loss + per_view.sum() / (num_crops - 1)
+        # −mean_n Σ_k q·log p_v for every v at once, then Σ_{v≠a}: indexing the V values instead of log p
+        # itself avoids copying V−1 score matrices (and scattering their gradient back); same sums, same order
+        per_view = -(q.float().unsqueeze(0) * log_p).sum(dim=2).mean(dim=1)
+        loss = loss + per_view[others].sum() / (num_crops - 1)
     return loss / len(codes)
 
 

@@ -355,7 +355,7 @@ def load_backbone(
             f"the {fmt.name} weights do not fit the backbone built for them.\n"
             f"  missing keys ({len(missing)}): {_listing(missing)}\n"
             f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}\n"
-            "  pass allow_partial=True (--allow_partial) to load what fits"
+            "  to load what fits, pass --allow_partial (selfsup-eval)"
         )
     if missing or unexpected:
         logger.warning(

@@ -83,10 +83,12 @@ def load_checkpoint_file(path: str | os.PathLike, *, trust: bool = False) -> dic
         if unknown and not trust:
             raise ValueError(
                 f"{path} pickles objects that weights_only loading refuses: {', '.join(blocked)}. If you "
-                "trust the file's source, load it with trust=True (runs the pickle without restrictions)"
+                "trust the file's source, pass --trust (selfsup-eval) to run its pickle without restrictions"
             ) from err
         if unknown:
-            logger.warning("loading %s with weights_only=False (trust=True); it pickles %s", path, blocked)
+            logger.warning(
+                "loading %s without weights_only restrictions (--trust); it pickles %s", path, blocked
+            )
             obj = _torch_load(path, weights_only=False)
         else:
             with torch.serialization.safe_globals(list(_ALLOWED_GLOBALS.values())):
@@ -95,7 +97,8 @@ def load_checkpoint_file(path: str | os.PathLike, *, trust: bool = False) -> dic
                 except pickle.UnpicklingError as retry_err:
                     raise ValueError(
                         f"{path} pickles objects that weights_only loading refuses even with "
-                        f"argparse.Namespace allowed ({retry_err}); if you trust the file, use trust=True"
+                        f"argparse.Namespace allowed ({retry_err}); if you trust the file, pass --trust "
+                        "(selfsup-eval)"
                     ) from retry_err
     if isinstance(obj, nn.Module) and trust:
         obj = obj.state_dict()

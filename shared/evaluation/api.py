@@ -15,7 +15,8 @@ normalisation is the generic ``dataset`` use it instead, unless ``normalization`
 side of the pre-training crops (``input_size``): unless ``resize`` or ``crop`` is given, or the preset fixes the
 sizes of the dataset (a paper's protocol), the evaluation crops at that side and resizes by the preset's ratio
 (a network pre-trained on 16 px digits is evaluated at 16 px, not at the dataset's native 32). What was used is
-logged and stored in the result.
+logged and stored in the result (``hyperparameters``, and ``checkpoint.evaluated_input``: resize, crop and
+where they came from: ``checkpoint``, ``flags`` or ``preset``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,34 @@ def load_for_evaluation(
     return model, info
 
 
+def _input_size(protocol: str, info: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Evaluate at the side of the pre-training crops (``info["input_size"]``) unless ``resize``/``crop`` are
+    given or the preset fixes the sizes of the dataset; log what is used and why, and record it in ``info``
+    (the result's ``checkpoint`` entry: ``evaluated_input`` and a note)."""
+    trained = int(info["input_size"])
+    dataset, name = kwargs["dataset"], kwargs.get("preset") or default_preset(protocol)
+    if kwargs.get("resize") is not None or kwargs.get("crop") is not None:
+        source, why = "flags", "as given by --resize/--crop"
+    else:
+        preset = resolve_config(protocol, kwargs.get("preset"), dataset)
+        base = PRESETS[protocol][name]
+        if dataset in {d for d, _, _ in preset.sizes} or base.resize is not None or base.crop is not None:
+            source, why = "preset", f"the sizes preset {name} fixes for {dataset}"
+        else:
+            kwargs["crop"], kwargs["resize"] = trained, max(trained, round(trained * preset.resize_ratio))
+            source, why = "checkpoint", "the checkpoint's input size"
+    config = resolve_config(
+        protocol, kwargs.get("preset"), dataset, resize=kwargs.get("resize"), crop=kwargs.get("crop")
+    )
+    hint = "" if source == "flags" else "; --resize/--crop change it"
+    line = (
+        f"input resize {config.resize}, crop {config.crop}: {why} (pre-trained on {trained} px crops{hint})"
+    )
+    logger.info("%s", line)
+    info["evaluated_input"] = {"resize": config.resize, "crop": config.crop, "from": source}
+    info["notes"].append(line)
+
+
 def evaluate_checkpoint(
     protocol: str,
     checkpoint_path: str | os.PathLike[str],
@@ -138,24 +167,8 @@ def evaluate_checkpoint(
         preset = resolve_config(protocol, kwargs.get("preset"), kwargs["dataset"])
         if preset.normalization == "dataset":  # a generic preset: evaluate with what pre-training saw
             kwargs["normalization"] = info["input_normalization"]
-    if (
-        info["input_size"]
-        and kwargs.get("resize") is None
-        and kwargs.get("crop") is None
-        and "dataset" in kwargs
-    ):
-        preset = resolve_config(protocol, kwargs.get("preset"), kwargs["dataset"])
-        fixed = kwargs["dataset"] in {d for d, _, _ in preset.sizes}
-        base = PRESETS[protocol][kwargs.get("preset") or default_preset(protocol)]
-        if not fixed and base.resize is None and base.crop is None:
-            crop = int(info["input_size"])
-            kwargs["crop"], kwargs["resize"] = crop, max(crop, round(crop * preset.resize_ratio))
-            logger.info(
-                "input size from the checkpoint (pre-trained on %d px crops): resize %d, crop %d",
-                crop,
-                kwargs["resize"],
-                crop,
-            )
+    if info["input_size"] and "dataset" in kwargs:
+        _input_size(protocol, info, kwargs)
     if info["view"] in _SINGLE_STREAM:
         model = ChannelSlice(model, *_SINGLE_STREAM[info["view"]])
     if (isinstance(model, TwoStreamBackbone) or info["view"] in _SINGLE_STREAM) and not kwargs.get(

@@ -265,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.protocol == "report":
         from selfsup.shared.evaluation.report import write_report
+        from selfsup.shared.runtime.logger import get_logger
 
+        get_logger("selfsup")  # a skipped plot (no matplotlib) is one warning line with the log's prefix
         try:
             written = write_report(args.results, args.output_dir, logs=args.logs, title=args.title)
         except (FileNotFoundError, ValueError) as err:

@@ -1,4 +1,5 @@
-"""Side-by-side results of several encoders on the same probes (the demos: pretrained against random init).
+"""Side-by-side results of several encoders on the same probes (the demos of :mod:`.demo`: pretrained against
+random init).
 
 ``results`` maps an encoder's name to ``{"knn": result, "linear": result}``, the result dicts of
 :func:`~selfsup.shared.evaluation.run_knn` / :func:`~selfsup.shared.evaluation.run_linear`.
@@ -6,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,36 +14,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["comparison_demo_parser", "format_comparison", "summarize", "write_comparison"]
+__all__ = ["format_comparison", "summarize", "write_comparison"]
 
 PROBES = ("knn", "linear")
-
-
-def comparison_demo_parser(
-    prog: str,
-    description: str,
-    *,
-    epochs: int,
-    output_help: str = "folder for results.json and run/",
-    threads: tuple[int, str] | None = None,
-) -> argparse.ArgumentParser:
-    """The flags every pretrained-against-random-init demo takes: ``--output``, ``--epochs``, ``--seed``,
-    ``--device`` and, with ``threads=(default, help)``, ``--threads``. Demos add their own flags after these."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--output", default="demo_output", help=output_help)
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=epochs,
-        help=f"pre-training epochs on the 1347 digits (default {epochs})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of pre-training, evaluation and the random init"
-    )
-    parser.add_argument("--device", default="cpu", help="device for training and evaluation")
-    if threads is not None:
-        parser.add_argument("--threads", type=int, default=threads[0], help=threads[1])
-    return parser
 
 
 def summarize(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -73,10 +46,14 @@ def write_comparison(
 def format_comparison(
     title: str, summary: Mapping[str, Mapping[str, float]], seconds: Mapping[str, float]
 ) -> str:
-    """The console table: one row per encoder with kNN and linear top-1, then the times."""
+    """The console table: one row per encoder with kNN and linear top-1, then the time of each stage."""
     lines = [f"\n{title}", f"{'encoder':<14}{'kNN top-1':>11}{'linear top-1':>14}"]
     lines += [
         f"{name:<14}{row['knn_top1']:>10.2f}%{row['linear_top1']:>13.2f}%" for name, row in summary.items()
     ]
-    lines.append(f"pre-training {seconds['train']:.0f} s, evaluation {seconds['evaluate']:.0f} s")
+    stages = [("calibrate", "calibration"), ("train", "pre-training"), ("evaluate", "evaluation")]
+    times = ", ".join(f"{label} {seconds[key]:.0f} s" for key, label in stages if key in seconds)
+    if "total" in seconds:
+        times += f"; {seconds['total']:.0f} s in all"
+    lines.append(times)
     return "\n".join(lines)

@@ -177,9 +177,9 @@ def run_knn(
     ``overrides`` replace its values. ``transform`` replaces the preset's test pipeline for both splits.
     ``use_cache=True`` reads/writes the feature cache in ``cache_dir``.
     """
-    config = resolve_config(
-        "knn", preset, dataset, k=k, temperature=temperature, test_batch_size=batch_size, **overrides
-    )
+    if batch_size is not None:  # ``batch_size`` names the preset's ``test_batch_size`` (also given as such)
+        overrides["test_batch_size"] = batch_size
+    config = resolve_config("knn", preset, dataset, k=k, temperature=temperature, **overrides)
     dev = resolve_device(device)
     _, test_tf, input_spec = build_transforms(config, dataset)
     if transform is not None:

@@ -10,20 +10,26 @@ Outputs in ``--output_dir``:
   (protocol, preset, dataset), when the results carry checkpoint epochs (a series of checkpoints of one run);
 * ``loss.png``: training loss against global step for each CSV log (columns ``epoch, global_step, loss, lr,
   images_per_s`` as written by the selfsup trainers).
+
+The plots need matplotlib (the ``plot`` extra); without it the table is still written and each PNG is skipped
+with one warning.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from selfsup.shared.evaluation.results import load_results
-from selfsup.shared.runtime.plotting import plot_curves
+from selfsup.shared.runtime.plotting import plot_curves_if_available
 
 __all__ = ["checkpoint_label", "read_loss_log", "render_markdown", "write_report"]
+
+logger = logging.getLogger(__name__)
 
 _COLUMNS = (
     "protocol",
@@ -139,27 +145,35 @@ def write_report(
     logs: Sequence[str | os.PathLike[str]] = (),
     title: str = "Evaluation results",
 ) -> dict[str, Path]:
-    """Write the report files (module docstring); returns their paths by name."""
+    """Write the report files (module docstring); returns the paths written by name (a plot skipped for want
+    of matplotlib is absent)."""
     results = load_results(result_paths) if result_paths else []
     if not results and not logs:
         raise ValueError("selfsup-eval report needs --results files and/or --logs CSV files")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    plots: dict[str, Path | None] = {}  # None: skipped (no matplotlib)
     if results:
         table = out / "report.md"
         table.write_text(render_markdown(results, title), encoding="utf-8")
         written["markdown"] = table
         curves = _accuracy_curves(results)
         if curves:
-            written["accuracy_vs_epoch"] = plot_curves(
-                curves, out / "accuracy_vs_epoch.png", xlabel="epoch", ylabel="test top-1 (%)", title=title
+            plots["accuracy_vs_epoch"] = plot_curves_if_available(
+                curves,
+                out / "accuracy_vs_epoch.png",
+                logger=logger,
+                xlabel="epoch",
+                ylabel="test top-1 (%)",
+                title=title,
             )
         series = _checkpoint_series(results)
         if series:
-            written["accuracy_vs_checkpoint"] = plot_curves(
+            plots["accuracy_vs_checkpoint"] = plot_curves_if_available(
                 series,
                 out / "accuracy_vs_checkpoint.png",
+                logger=logger,
                 xlabel="pre-training epoch of the checkpoint",
                 ylabel="top-1 (%)",
                 title=title,
@@ -170,7 +184,8 @@ def write_report(
             path = Path(log)
             label = _unique(f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem, losses)
             losses[label] = read_loss_log(path)
-        written["loss"] = plot_curves(
-            losses, out / "loss.png", xlabel="iteration", ylabel="loss", title="loss"
+        plots["loss"] = plot_curves_if_available(
+            losses, out / "loss.png", logger=logger, xlabel="iteration", ylabel="loss", title="loss"
         )
+    written.update({name: path for name, path in plots.items() if path is not None})
     return written

@@ -121,14 +121,14 @@ def run_epochs(
     metrics: MetricLogger,
     log: logging.Logger,
     after_step: Callable[[int], None] | None = None,
-    log_extras: Callable[[], Mapping[str, float]] | None = None,
+    log_extras: Callable[[], Mapping[str, float | int]] | None = None,
 ) -> LoopResult:
     """Run the epochs of ``spec`` (see the module docstring); returns the last checkpoint and the step.
 
     ``sampler`` is a :class:`~selfsup.shared.data.ResumableSampler`; ``epoch_aware`` are further objects with
     ``set_epoch`` (datasets whose augmentation is seeded per epoch). ``after_step(step)`` runs after every step
     (for example to redraw a loss plot every N steps); ``log_extras()`` adds values to every log line (counts
-    that are not per-step means, such as the images skipped so far).
+    that are not per-step means, such as the images skipped so far; ints are logged as ints).
     """
     step = spec.start_step
     saved: Path | None = None
@@ -153,13 +153,18 @@ def run_epochs(
                 done_epoch = iteration + 1 == spec.iters_per_epoch
                 if step % spec.log_every == 0 or done_epoch:
                     elapsed = time.perf_counter() - window_start
-                    means = {name: float(total) / window_iters for name, total in window.items()}
+                    means: dict[str, float | int] = {
+                        name: float(total) / window_iters for name, total in window.items()
+                    }
                     if log_extras is not None:
                         means.update(log_extras())
                     lr = optimizer.param_groups[0]["lr"]
                     rate = window_images / elapsed
                     metrics.log(step, epoch=epoch, **means, lr=lr, images_per_s=rate)
-                    shown = " ".join(f"{name} {value:.4f}" for name, value in means.items())
+                    shown = " ".join(
+                        f"{name} {value}" if isinstance(value, int) else f"{name} {value:.4f}"
+                        for name, value in means.items()
+                    )
                     log.info(
                         "epoch %d iter %d step %d %s lr %.4g %.1f img/s",
                         epoch,

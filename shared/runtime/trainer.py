@@ -537,7 +537,7 @@ class TrainingRun:
                     metrics=metrics,
                     log=self.ctx.log,
                     after_step=_hook(self.method, "after_step"),
-                    log_extras=(lambda: {"skipped_images": float(skipped_images(data.dataset))})
+                    log_extras=(lambda: {"skipped_images": skipped_images(data.dataset)})
                     if counted
                     else None,
                 )
@@ -545,9 +545,8 @@ class TrainingRun:
             metrics.close()
         if counted:
             total = skipped_images(data.dataset)
-            self.ctx.log.warning(
-                "--skip_corrupt: %d unreadable image loads were skipped by this process", total
-            )
+            report = self.ctx.log.warning if total else self.ctx.log.info
+            report("--skip_corrupt: %d unreadable image loads were skipped by this process", total)
             self.ctx.record["skipped_images"] = total
             if env.is_main:
                 for path in layout.config_files:

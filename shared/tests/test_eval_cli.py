@@ -224,10 +224,56 @@ def test_report_command(nets, tmp_path, capsys):
     )
     assert code == 0, stderr
     assert "ckpt_5.pkl" in stdout and "ckpt_10.pkl" in stdout
-    assert (tmp_path / "rep" / "accuracy_vs_checkpoint.png").is_file()
-    assert (tmp_path / "rep" / "accuracy_vs_epoch.png").is_file()
+    assert (tmp_path / "rep" / "report.md").is_file()  # the plots: the two tests below
     code, _, stderr = _run(["report", "--output_dir", str(tmp_path / "rep2")], capsys)
     assert code == 2 and "--results" in stderr
+
+
+REPORT_PLOTS = ("accuracy_vs_epoch.png", "accuracy_vs_checkpoint.png", "loss.png")
+
+
+def _report_inputs(tmp_path):
+    """Two linear results of one run's checkpoints (epochs 5, 10) and a trainer log: all three plots apply."""
+    results = tmp_path / "results.jsonl"
+    with results.open("w") as handle:
+        for epoch, top1 in ((5, 40.0), (10, 50.0)):
+            result = {
+                "protocol": "linear",
+                "preset": "quick",
+                "top1": top1,
+                "top5": 90.0,
+                "dataset": {"name": "digits"},
+                "checkpoint": {"path": f"/runs/ckpt_{epoch}.pkl", "epoch": epoch},
+                "curve": [{"epoch": 1, "top1": top1 - 5}, {"epoch": 2, "top1": top1}],
+            }
+            handle.write(json.dumps(result) + "\n")
+    log = tmp_path / "log.csv"
+    log.write_text("global_step,epoch,loss,lr,images_per_s\n1,0,2.5,0.1,10\n2,0,2.0,0.1,10\n")
+    return ["report", "--results", str(results), "--logs", str(log), "--output_dir", str(tmp_path / "rep")]
+
+
+def test_report_plots_with_the_plot_extra(tmp_path, capsys):
+    pytest.importorskip(
+        "matplotlib", reason="the report's PNG plots need the plot extra: pip install 'selfsup[plot]'"
+    )
+    code, stdout, stderr = _run(_report_inputs(tmp_path), capsys)
+    assert code == 0, stderr
+    for name in REPORT_PLOTS:
+        assert (tmp_path / "rep" / name).stat().st_size > 0 and name in stdout
+
+
+def test_report_without_matplotlib_writes_the_table_and_one_warning_per_plot(tmp_path, monkeypatch, capsys):
+    """A missing optional extra never fails a command: the table is written, each PNG is one warning line."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, stdout, stderr = _run(_report_inputs(tmp_path), capsys)
+    assert code == 0 and not stderr, stderr
+    assert (tmp_path / "rep" / "report.md").is_file() and "ckpt_10.pkl" in stdout
+    warnings = [line for line in stdout.splitlines() if "selfsup[plot]" in line]
+    assert len(warnings) == len(REPORT_PLOTS) and all(line.startswith("[") for line in warnings), warnings
+    for name in REPORT_PLOTS:
+        assert not (tmp_path / "rep" / name).exists() and any(name in line for line in warnings)
 
 
 def test_cmc_checkpoint_single_stream_in_its_recorded_colour_space(tmp_path, capsys):

@@ -468,15 +468,19 @@ def _moco_checkpoint() -> dict[str, Any]:
     return _through_runtime(method, optimizer, {"args": {**vars(args)}})
 
 
-def _swav_unmix_checkpoint(arch: str, path: Path) -> dict[str, Any]:
-    """``selfsup.swav_unmix.demo.random_init_checkpoint``: the trainer's file format, written by project code."""
-    from selfsup.swav_unmix import cli, demo
+def _swav_unmix_checkpoint(arch: str) -> dict[str, Any]:
+    """``swav-unmix-train``'s checkpoint (``projects/swav_unmix/train.py``): the original's ``state_dict``
+    (``module.`` keys) and queues next to the selfsup schema."""
+    from types import SimpleNamespace
+
+    from selfsup.swav_unmix import cli, train
 
     args = cli.parse_args(["--arch", arch])
-    with pytest.MonkeyPatch.context() as patch, torch.random.fork_rng(devices=[]):  # it seeds torch
-        patch.setattr(demo, "build_model", _meta(demo.build_model))
-        demo.random_init_checkpoint(args, seed=0, path=path)
-    return torch.load(path, weights_only=True)
+    method = train.SwAVUnMixTrainer(args)
+    method.model = _meta(train.build_model)(args)
+    method.ctx = SimpleNamespace(env=SimpleNamespace(is_main=True, world_size=1))
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.1)
+    return _through_runtime(method, optimizer, {"args": {"arch": args.arch}})
 
 
 def _intl_checkpoint(method_name: str) -> dict[str, Any]:
@@ -508,8 +512,8 @@ def _cmc_checkpoint(trainer_name: str, argv: list[str]) -> dict[str, Any]:
     """The checkpoint the CMC project's trainers (``cmc-train`` / ``cmc-moco-ins-train``) write through the
     runtime's ``checkpoint_state``: the model on the meta device, the contrast module (memory bank / queue) real
     and small."""
-    from selfsup.cmc import cli, train, train_moco_ins
-    from selfsup.shared.runtime.trainer import checkpoint_state
+    from selfsup.cmc import cli, common, train, train_moco_ins
+    from selfsup.shared.distributed.launch import DistEnv
 
     module, parse, method_class = {
         "cmc": (train, cli.parse_cmc_args, train.CMCTrainer),
@@ -520,19 +524,16 @@ def _cmc_checkpoint(trainer_name: str, argv: list[str]) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "build_cmc_model", _meta(module.build_cmc_model))
         method.build_modules(num_data=8)
+    if trainer_name == "cmc" or not args.moco:  # the memory bank's per-rank generators of negatives
+        single = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
+        method.negatives = common.NegativeDraws(args.seed, single)
+    else:
+        method.negatives = None
     if getattr(method, "model_ema", None) is not None:
         _constant_state(method.model_ema, offset=_formats.EMA_OFFSET)  # a deep copy of the query encoder
     method.record = {"args": json.loads(json.dumps(vars(args), default=str))}
     optimizer = torch.optim.SGD(method.model.parameters(), lr=0.03)
-    return checkpoint_state(
-        method.checkpoint_entries(),
-        project=method.project,
-        export=method.export(),
-        optimizer=optimizer,
-        scaler=_scaler(),
-        position=(1, 0, 7),
-        record=method.record,
-    )
+    return _through_runtime(method, optimizer, method.record)
 
 
 #: project checkpoint -> (builder, {branch: (entry, prefix)} of the converted tensors, or None when refused)
@@ -542,11 +543,11 @@ PROJECTS: dict[str, tuple[Callable[[Path], dict[str, Any]], dict[str, tuple[str,
         {"online": ("encoder", "module.resnet."), "ema": ("momentum_encoder", "module.resnet.")},
     ),
     "swav_unmix_resnet50": (
-        lambda path: _swav_unmix_checkpoint("resnet50", path),
+        lambda path: _swav_unmix_checkpoint("resnet50"),
         {"online": ("state_dict", "module.")},
     ),
     "swav_unmix_resnet50w2": (
-        lambda path: _swav_unmix_checkpoint("resnet50w2", path),
+        lambda path: _swav_unmix_checkpoint("resnet50w2"),
         {"online": ("state_dict", "module.")},
     ),
     "intl": (lambda path: _intl_checkpoint("intl"), {"online": ("state_dict", "module.backbone.")}),

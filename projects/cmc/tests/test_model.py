@@ -48,6 +48,7 @@ PARAMETERS = {
     "resnet50x2": 94_380_992,
     "resnet50x4": 376_152_512,
     "resnet18": 11_242_176,
+    "resnet18x0.25": 733_728,  # ours (the cmc-moco demo's encoder)
 }
 FIXTURES = {
     "cmc_alexnet": "alexnet",
@@ -82,10 +83,11 @@ def _on_meta(name: str, **kwargs) -> nn.Module:
 def test_registry_choices_and_errors():
     expected = ("alexnet", *(f"resnet{depth}v{v}" for depth in (18, 50, 101) for v in (1, 2, 3)))
     assert expected == CMC_MODELS
-    assert INSDIS_MODELS == ("resnet50", "resnet50x2", "resnet50x4", "resnet18")
+    assert INSDIS_MODELS == ("resnet50", "resnet50x2", "resnet50x4", "resnet18", "resnet18x0.25")
     assert set(MODELS) == set(CMC_MODELS) | set(INSDIS_MODELS)
     with pytest.raises(
-        ValueError, match=r"unknown --model 'resnet34v1'; choices: alexnet, resnet18v1, .*resnet50x4"
+        ValueError,
+        match=r"unknown --model 'resnet34v1'; choices: alexnet, resnet18v1, .*resnet50x4, resnet18, resnet18x0.25",
     ):
         build_cmc_model("resnet34v1")
     with pytest.raises(ValueError, match="alexnet has no CIFAR stem"):
@@ -98,7 +100,7 @@ def test_registry_choices_and_errors():
 def test_types_widths_and_parameter_counts(name: str):
     model = _on_meta(name)
     assert sum(p.numel() for p in model.parameters()) == PARAMETERS[name]
-    width = {"v1": 0.5, "v2": 1.0, "v3": 2.0, "x2": 2.0, "x4": 4.0}.get(name[-2:], 1.0)
+    width = {"v1": 0.5, "v2": 1.0, "v3": 2.0, "x2": 2.0, "x4": 4.0, "25": 0.25}.get(name[-2:], 1.0)
     if name == "alexnet":
         assert isinstance(model, CMCAlexNet)
         streams = [model.l_to_ab, model.ab_to_l]

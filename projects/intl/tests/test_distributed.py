@@ -5,7 +5,7 @@ single-process gradient of its rows (DDP's average divides that factor back out,
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,15 +14,22 @@ import torch
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
+def _load_worker():
+    """This folder's ``dist_worker.py`` under a name of its own (other projects have a ``dist_worker`` too)."""
+    spec = importlib.util.spec_from_file_location(f"{__name__}_dist_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.distributed
 def test_two_rank_whitening_and_loss_equal_one_process(tmp_path, torchrun) -> None:
     proc = torchrun(str(WORKER), str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        from dist_worker import N, global_outputs, losses
-    finally:
-        sys.path.remove(str(WORKER.parent))
+    worker = _load_worker()
+    N = worker.N
+    global_outputs = worker.global_outputs
+    losses = worker.losses
     a, b = (t.clone().requires_grad_(True) for t in global_outputs())
     for name, loss in losses(a, b).items():
         a.grad = b.grad = None

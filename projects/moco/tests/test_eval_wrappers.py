@@ -60,9 +60,23 @@ def test_python_m_selfsup_moco_test_is_the_original_test_py(eval_flags, monkeypa
     assert capsys.readouterr().err.startswith("test.py: error:")
 
 
-def test_visualize_plots_every_version(eval_flags, tmp_path):
+@pytest.mark.parametrize("plot_extra", [True, False], ids=["with-matplotlib", "without-matplotlib"])
+def test_visualize_plots_every_version(plot_extra, eval_flags, tmp_path, monkeypatch, capsys):
+    """The PNGs need the plot extra; without it each is skipped with one warning and the summary is written."""
+    if plot_extra:
+        pytest.importorskip(
+            "matplotlib", reason="the PNG plots need the plot extra: pip install 'selfsup[plot]'"
+        )
+    else:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     flags = [*eval_flags, "--names-list", "M2", "M3", "--test_num", "1", "--result_path", str(tmp_path)]
     assert visualize.main(flags) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["best_top1"]) == {"M2", "M3"}
-    assert (tmp_path / "accr_ckpt_0.png").stat().st_size > 0 and (tmp_path / "loss.png").stat().st_size > 0
+    plots = [tmp_path / "accr_ckpt_0.png", tmp_path / "loss.png"]
+    if plot_extra:
+        assert all(png.stat().st_size > 0 for png in plots)
+    else:
+        assert not any(png.exists() for png in plots)
+        warnings = [line for line in capsys.readouterr().out.splitlines() if "selfsup[plot]" in line]
+        assert len(warnings) == 2 and all(png.name in " ".join(warnings) for png in plots), warnings

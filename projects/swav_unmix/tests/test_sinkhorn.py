@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -55,15 +55,20 @@ def test_zero_iterations_and_bad_arguments() -> None:
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
+def _load_worker():
+    """This folder's ``dist_worker.py`` under a name of its own (other projects have a ``dist_worker`` too)."""
+    spec = importlib.util.spec_from_file_location(f"{__name__}_dist_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.distributed
 def test_two_gloo_ranks_equal_one_process_on_the_concatenated_scores(tmp_path, torchrun) -> None:
     proc = torchrun(str(WORKER), str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        from dist_worker import global_scores
-    finally:
-        sys.path.remove(str(WORKER.parent))
+    worker = _load_worker()
+    global_scores = worker.global_scores
     whole = distributed_sinkhorn(global_scores(), epsilon=0.05, iterations=3)
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-5, atol=1e-7)
